@@ -11,8 +11,9 @@ converted exactly to float64; results are new float64 arrays; inputs are never m
 ([0.4, -0.5], [0.010000000000000009, 0.0])
 
 Modules: :mod:`~lionspec.spec.lion`, :mod:`~lionspec.spec.signum`, :mod:`~lionspec.spec.tiger`
-(the algorithms), :mod:`~lionspec.spec.variations` (named deviations found in real code, multi-tensor
-and trajectory helpers), :mod:`~lionspec.spec.exact` (the exact oracle), :mod:`~lionspec.spec.formats`
+(the algorithms), :mod:`~lionspec.spec.variations` (named deviations found in real code,
+multi-tensor and trajectory helpers), :mod:`~lionspec.spec.exact` (the exact oracle),
+:mod:`~lionspec.spec.formats`
 and :mod:`~lionspec.spec.bounds` (floating-point formats and derived error bounds).
 """
 

@@ -74,8 +74,8 @@ def _gamma(n: int) -> float:
 class Coef:
     """A coefficient ``a`` held as a float64 expansion ``a ≈ Σ parts``.
 
-    ``exact`` is the coefficient as a rational (scalar coefficients); ``None`` means the parts sum to
-    the coefficient exactly (per-element coefficients, e.g. Tiger's per-row learning rate).
+    ``exact`` is the coefficient as a rational (scalar coefficients); ``None`` means the parts sum
+    to the coefficient exactly (per-element coefficients, e.g. Tiger's per-row learning rate).
     ``rel_err`` bounds ``|Σ parts − a| / |a|`` (0 when the expansion is exact).
     """
 
@@ -131,7 +131,8 @@ def _fraction_to_float(q: Fraction) -> float:
         return float("inf") if q > 0 else float("-inf")
 
 
-def _exact_element(terms: Sequence[Term], flat: Sequence[np.ndarray], parts_flat, idx: int) -> Fraction:
+def _exact_element(terms: Sequence[Term], flat: Sequence[np.ndarray], parts_flat: list,
+                   idx: int) -> Fraction:
     total = Fraction(0)
     for t, x, parts in zip(terms, flat, parts_flat, strict=True):
         xv = x[idx]
@@ -236,7 +237,7 @@ def accurate_sum(x: np.ndarray, axis: int = -1) -> np.ndarray:
     errors = np.zeros(x.shape[:-1])
     while x.shape[-1] > 1:
         if x.shape[-1] % 2:
-            x = np.concatenate([x, np.zeros(x.shape[:-1] + (1,))], axis=-1)
+            x = np.concatenate([x, np.zeros((*x.shape[:-1], 1))], axis=-1)
         s, e = _two_sum(x[..., 0::2], x[..., 1::2])
         errors = errors + e.sum(axis=-1)
         x = s

@@ -26,7 +26,7 @@ __all__ = [
     "check_weight_decay",
 ]
 
-#: Tiger's per-tensor roles (ALGORITHMS.md): which learning-rate rule, decay and NaN-shrink centre apply.
+#: Tiger's per-tensor roles (ALGORITHMS.md): they pick the learning-rate rule, decay and NaN centre.
 ROLES: tuple[str, ...] = ("weight", "embedding", "bias", "scale")
 
 #: Centre of Tiger's NaN shrink θ ← (θ − c)·s + c, per role.
@@ -106,8 +106,8 @@ def as_float64(value: Any, name: str) -> np.ndarray:
     """Convert an array-like of real numbers *exactly* to a new float64 array.
 
     Accepts every NumPy float dtype up to float64 (and ml_dtypes' bfloat16 and friends), Python
-    floats and integers. A value that float64 cannot hold exactly (a long double with more precision,
-    an integer beyond 2**53) raises ``ValueError`` rather than being rounded silently.
+    floats and integers. A value that float64 cannot hold exactly (a long double with more
+    precision, an integer beyond 2**53) raises ``ValueError`` rather than being rounded silently.
     """
     try:
         arr = np.asarray(value)
@@ -122,12 +122,14 @@ def as_float64(value: Any, name: str) -> np.ndarray:
     try:
         out = arr.astype(np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} has dtype {arr.dtype}, which does not convert to float64") from exc
+        raise ValueError(f"{name} has dtype {arr.dtype}, which does not convert to float64"
+                         ) from exc
     with np.errstate(invalid="ignore"):
         back = out.astype(arr.dtype)
         exact = (back == arr) | (np.isnan(out) & np.isnan(back.astype(np.float64)))
     if not np.all(exact):
-        raise ValueError(f"{name} has values that float64 cannot represent exactly (dtype {arr.dtype})")
+        raise ValueError(
+            f"{name} has values that float64 cannot represent exactly (dtype {arr.dtype})")
     return out
 
 

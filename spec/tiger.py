@@ -35,7 +35,7 @@ from ._accurate import Coef, Term, accurate_sum, exact_square_parts, sum_of_prod
 from ._common import CANONICAL, Conventions, direction, ema_terms, exact, keep_factor, param_update
 from .lion import _inputs
 
-__all__ = ["RMS_REL_ERR", "NAN_CHECKS", "rms", "tiger_lr", "tiger_step"]
+__all__ = ["NAN_CHECKS", "RMS_REL_ERR", "rms", "tiger_lr", "tiger_step"]
 
 #: Relative error bound of :func:`rms` against the exact (irrational) RMS: the pairwise TwoSum of
 #: exact squares is within u(1 + γ_L) of Σθ², the division and the square root round once each,
@@ -81,7 +81,7 @@ def _row_coef(values: list[Fraction | float], row_shape: tuple[int, ...],
     parts = []
     for j in range(width):
         col = np.array([c.parts[j] if j < len(c.parts) else 0.0 for c in expansions])
-        parts.append(np.broadcast_to(col.reshape(row_shape + (1,)), full_shape).copy())
+        parts.append(np.broadcast_to(col.reshape((*row_shape, 1)), full_shape).copy())
     return Coef(tuple(parts), None, max((c.rel_err for c in expansions), default=0.0))
 
 

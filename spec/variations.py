@@ -46,7 +46,7 @@ ALGORITHMS = ("lion", "signum", "tiger")
 
 #: NaN policies. ``propagate``: IEEE, elementwise (Lion/SIGNUM canonical). ``freeze``: sign(NaN) = 0
 #: as torch.sign does on CPU, so a NaN element only decays while its momentum is NaN forever.
-#: ``skip``: a tensor whose gradient has a NaN keeps θ and m (what an AMP grad scaler does per step).
+#: ``skip``: a tensor whose gradient has a NaN keeps θ and m (as an AMP grad scaler skips a step).
 #: ``shrink``: Tiger's rule, m kept and θ ← (θ − c)·s + c (Tiger canonical).
 NAN_POLICIES = ("propagate", "freeze", "skip", "shrink")
 

@@ -99,7 +99,7 @@ ERRORS = [
     ("lion", dict(beta2=-0.1), r"beta2 must be in \[0, 1\)"),
     ("lion", dict(weight_decay=-0.1), r"weight_decay must be >= 0"),
     ("lion", dict(_arrays=(np.ones(3), np.ones(4), np.zeros(3))), r"grad must have the same shape"),
-    ("lion", dict(_arrays=(np.ones(3), np.ones(3), np.zeros((3, 1)))), r"exp_avg must have the same"),
+    ("lion", dict(_arrays=(np.ones(3), np.ones(3), np.zeros((3, 1)))), r"exp_avg must have the"),
     ("lion", dict(_arrays=(np.ones(3, complex), np.ones(3), np.zeros(3))), r"param must be real"),
     ("lion", dict(_arrays=(np.ones(3, np.longdouble) / 3, np.ones(3), np.zeros(3))),
      r"param has values that float64 cannot represent exactly"),
