@@ -20,8 +20,8 @@ and :mod:`~lionspec.spec.bounds` (floating-point formats and derived error bound
 from ._accurate import ORACLE_ABS_ERR, ORACLE_REL_ERR
 from ._validate import ROLES, SHRINK_CENTRE
 from .lion import lion_interp, lion_step
-from .signum import signum_step
-from .tiger import RMS_REL_ERR, rms, tiger_lr, tiger_step
+from .signum import signum_momentum, signum_step
+from .tiger import RMS_REL_ERR, rms, tiger_lr, tiger_momentum, tiger_step
 from .variations import (
     NAN_POLICIES,
     VARIATIONS,
@@ -44,9 +44,11 @@ __all__ = [
     "lion_interp",
     "lion_step",
     "rms",
+    "signum_momentum",
     "signum_step",
     "step_tensors",
     "tiger_lr",
+    "tiger_momentum",
     "tiger_step",
     "trajectory",
 ]

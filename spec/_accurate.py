@@ -184,6 +184,10 @@ def sum_of_products(terms: Sequence[Term], shape: tuple[int, ...]) -> tuple[np.n
             finite = np.ones(sl.stop - sl.start, dtype=bool)
             for x in xs:
                 finite &= np.isfinite(x)
+            for parts in parts_flat:  # per-element coefficients (Tiger's η per row) may be Inf/NaN
+                for p in parts:
+                    if isinstance(p, np.ndarray):
+                        finite &= np.isfinite(p[sl])
             bad = np.zeros_like(finite)
             total = None
             comp = None

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,23 @@ from ._accurate import Coef, sum_of_products
 from ._common import CANONICAL, Conventions, direction, ema_terms, exact, keep_factor, param_update
 from .lion import _inputs
 
-__all__ = ["signum_step"]
+__all__ = ["signum_momentum", "signum_step"]
+
+
+def signum_momentum(grad: Any, exp_avg: Any, *, beta: float = 0.9
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """SIGNUM's decision variable, the new momentum ``m' = β·m + (1 − β)·g``, and its exact sign.
+
+    >>> m, s = signum_momentum([-2.0], [1.0], beta=0.5)
+    >>> m.tolist(), s.tolist()
+    ([-0.5], [-1.0])
+    """
+    b = exact(v.check_beta(beta, "beta"))
+    g = v.as_float64(grad, "grad")
+    m = v.as_float64(exp_avg, "exp_avg")
+    if m.shape != g.shape:
+        raise ValueError(f"exp_avg must have the same shape as grad {g.shape}, got {m.shape}")
+    return sum_of_products(ema_terms(m, g, m, b, 1 - b, Fraction(0), CANONICAL), g.shape)
 
 
 def _signum(theta: np.ndarray, g: np.ndarray, m: np.ndarray, *, lr: float, beta: float,

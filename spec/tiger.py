@@ -99,6 +99,26 @@ def tiger_lr(param: Any, *, lr: float, role: str = "weight") -> np.ndarray:
     return np.broadcast_to(coef.value(), theta.shape).copy()
 
 
+def tiger_momentum(grad: Any, exp_avg: Any, *, step: int, beta: float = 0.965,
+                   accumulation_steps: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Tiger's decision variable on a micro-step without NaN, ``b1·m + ((1 − β)/k)·g``, and its
+    exact sign (b1 = β at a window's first micro-step, else 1).
+
+    >>> m, s = tiger_momentum([3.0], [1.0], step=1, beta=0.5, accumulation_steps=3)
+    >>> m.tolist(), s.tolist()
+    ([1.5], [1.0])
+    """
+    t = v.check_step(step)
+    b = exact(v.check_beta(beta, "beta"))
+    k = v.check_accumulation_steps(accumulation_steps)
+    g = v.as_float64(grad, "grad")
+    m = v.as_float64(exp_avg, "exp_avg")
+    if m.shape != g.shape:
+        raise ValueError(f"exp_avg must have the same shape as grad {g.shape}, got {m.shape}")
+    b1 = b if t % k == 0 else Fraction(1)
+    return sum_of_products(ema_terms(m, g, m, b1, (1 - b) / k, Fraction(0), CANONICAL), g.shape)
+
+
 def _lr_and_keep(theta: np.ndarray, alpha: Fraction, lam: Fraction, role: str,
                  conv: Conventions = CANONICAL) -> tuple[Coef, Coef]:
     """(η, keep) as coefficients for θ' = keep·θ − η·sign(m) under the role's rules."""
