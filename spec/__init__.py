@@ -12,11 +12,12 @@ converted exactly to float64; results are new float64 arrays; inputs are never m
 
 Modules: :mod:`~lionspec.spec.lion`, :mod:`~lionspec.spec.signum`, :mod:`~lionspec.spec.tiger`
 (the algorithms), :mod:`~lionspec.spec.variations` (named deviations found in real code,
-multi-tensor and trajectory helpers), :mod:`~lionspec.spec.exact` (the exact oracle),
-:mod:`~lionspec.spec.formats`
-and :mod:`~lionspec.spec.bounds` (floating-point formats and derived error bounds).
+multi-tensor and trajectory helpers), :mod:`~lionspec.spec.formats` and :mod:`~lionspec.spec.bounds`
+(floating-point formats and derived error bounds), and :mod:`~lionspec.spec.exact` (the exact
+oracle; imported on demand, it needs mpmath).
 """
 
+from . import bounds, formats
 from ._accurate import ORACLE_ABS_ERR, ORACLE_REL_ERR
 from ._validate import ROLES, SHRINK_CENTRE
 from .lion import lion_interp, lion_step
@@ -40,6 +41,8 @@ __all__ = [
     "SHRINK_CENTRE",
     "VARIATIONS",
     "Variation",
+    "bounds",
+    "formats",
     "lion_accumulated_step",
     "lion_interp",
     "lion_step",

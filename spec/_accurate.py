@@ -31,7 +31,16 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["ORACLE_ABS_ERR", "ORACLE_REL_ERR", "Coef", "Term", "accurate_sum", "sum_of_products"]
+__all__ = [
+    "ORACLE_ABS_ERR",
+    "ORACLE_REL_ERR",
+    "Coef",
+    "Term",
+    "accurate_sum",
+    "sum_of_products",
+    "two_prod",
+    "two_sum",
+]
 
 _U = 2.0**-53
 #: Relative error of every value the float64 oracle returns, against the exact value: 2u (plus a
@@ -53,13 +62,16 @@ def _split(a: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     return hi, a - hi
 
 
-def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knuth's TwoSum: ``s = fl(a + b)`` and ``e`` with ``a + b = s + e`` exactly (no overflow)."""
     s = a + b
     bb = s - a
     return s, (a - (s - bb)) + (b - bb)
 
 
-def _two_prod(a: np.ndarray | float, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def two_prod(a: np.ndarray | float, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dekker's TwoProduct: ``p = fl(a·b)`` and ``e`` with ``a·b = p + e`` exactly, for
+    ``|a|, |b| <= 2**995`` and ``|a·b| >= 2**-969`` (else ``e`` is only approximate)."""
     p = a * b
     ah, al = _split(a)
     bh, bl = _split(b)
@@ -201,7 +213,7 @@ def sum_of_products(terms: Sequence[Term], shape: tuple[int, ...]) -> tuple[np.n
                     if t.unit or (not isinstance(a, np.ndarray) and abs(a) == 1.0):
                         prod, err = a * x, None
                     else:
-                        prod, err = _two_prod(a, x)
+                        prod, err = two_prod(a, x)
                         bad |= (np.abs(x) > _SPLIT_MAX) | (np.abs(a) > _SPLIT_MAX)
                         bad |= (np.abs(prod) < _PROD_MIN) & (x != 0) & (a != 0)
                     abs_sum += np.abs(prod)
@@ -209,7 +221,7 @@ def sum_of_products(terms: Sequence[Term], shape: tuple[int, ...]) -> tuple[np.n
                         total = prod
                         comp = err if err is not None else np.zeros_like(prod)
                     else:
-                        total, q = _two_sum(total, prod)
+                        total, q = two_sum(total, prod)
                         comp = comp + (q if err is None else q + err)
                 naive = naive + head * x
             result = total + comp
@@ -242,7 +254,7 @@ def accurate_sum(x: np.ndarray, axis: int = -1) -> np.ndarray:
     while x.shape[-1] > 1:
         if x.shape[-1] % 2:
             x = np.concatenate([x, np.zeros((*x.shape[:-1], 1))], axis=-1)
-        s, e = _two_sum(x[..., 0::2], x[..., 1::2])
+        s, e = two_sum(x[..., 0::2], x[..., 1::2])
         errors = errors + e.sum(axis=-1)
         x = s
     head = x[..., 0] if x.shape[-1] else np.zeros(x.shape[:-1])
@@ -251,4 +263,4 @@ def accurate_sum(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def exact_square_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``x² = hi + lo`` exactly (TwoProduct), valid while ``|x|`` is in [2**-485, 2**497]."""
-    return _two_prod(x, x)
+    return two_prod(x, x)

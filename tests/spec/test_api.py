@@ -13,7 +13,9 @@ import pytest
 from lionspec import spec
 
 MODULES = ["lionspec.spec", "lionspec.spec.lion", "lionspec.spec.signum", "lionspec.spec.tiger",
-           "lionspec.spec.variations", "lionspec.spec._accurate"]
+           "lionspec.spec.variations", "lionspec.spec._accurate", "lionspec.spec.formats",
+           "lionspec.spec.bounds", "lionspec.spec.exact", "lionspec.conformance.vectors",
+           "lionspec.conformance.selfcheck"]
 
 
 @pytest.mark.parametrize("name", MODULES)
