@@ -33,4 +33,6 @@ settings.load_profile(os.environ.get("LIONSPEC_HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_report_header(config):
-    return f"lionspec hypothesis profile: {settings._current_profile}"  # noqa: SLF001
+    current = settings.default
+    return (f"lionspec: hypothesis max_examples={current.max_examples}, "
+            f"derandomize={current.derandomize}")

@@ -18,14 +18,11 @@ environment-dependent field is the header's ``lionspec_version`` (``--lionspec-v
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import math
 import random
 import struct
 import sys
-import types
 import zlib
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
@@ -34,30 +31,8 @@ from typing import Any
 
 import numpy as np
 
-
-def _import_exact() -> types.ModuleType:
-    """``lionspec.spec.exact``; from the checkout next to this file if lionspec is not installed."""
-    try:
-        return importlib.import_module("lionspec.spec.exact")
-    except ImportError:
-        root = Path(__file__).resolve().parents[2]
-        if "lionspec" not in sys.modules:
-            pkg = types.ModuleType("lionspec")
-            pkg.__path__ = []
-            sys.modules["lionspec"] = pkg
-        spec = importlib.util.spec_from_file_location(
-            "lionspec.spec",
-            root / "spec" / "__init__.py",
-            submodule_search_locations=[str(root / "spec")],
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["lionspec.spec"] = mod
-        spec.loader.exec_module(mod)
-        return importlib.import_module("lionspec.spec.exact")
-
-
-exact = _import_exact()
+from lionspec.conformance.vectors import encode_hex
+from lionspec.spec import exact, formats
 
 #: Master seed; each case family draws from ``Random(SEED ^ crc32(family name))``.
 SEED = 0x1A5EC
@@ -66,13 +41,6 @@ GENERATOR = "lionspec.conformance.vectors.generate"
 ALGORITHMS = ("lion", "signum", "tiger")
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 
-# precision (bits, implicit bit included), minimum normal exponent, maximum exponent
-_FORMAT = {
-    "float64": (53, -1022, 1023),
-    "float32": (24, -126, 127),
-    "float16": (11, -14, 15),
-    "bfloat16": (8, -126, 127),
-}
 
 _SEMANTICS = {
     "lion": (
@@ -106,26 +74,8 @@ _SEMANTICS = {
 
 
 def round_to(dtype: str, x: float) -> float:
-    """x (a float64) rounded to ``dtype`` to nearest-even, returned as the float64 it equals.
-
-    float32 and float16 use NumPy's casts; bfloat16 rounds the float32 value by bit manipulation
-    (round to nearest, ties to even, on the upper 16 bits).
-    """
-    if dtype == "float64" or math.isnan(x):
-        return x
-    with np.errstate(over="ignore"):
-        if dtype == "float32":
-            return float(np.float32(x))
-        if dtype == "float16":
-            return float(np.float16(x))
-        if dtype != "bfloat16":
-            raise ValueError(f"unknown dtype {dtype!r}")
-        (u,) = struct.unpack("<I", struct.pack("<f", float(np.float32(x))))
-        u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
-        if u >= 1 << 32:  # pragma: no cover - cannot happen from a finite float32
-            raise OverflowError
-        (f,) = struct.unpack("<f", struct.pack("<I", u & 0xFFFFFFFF))
-        return float(f)
+    """x (a float64) rounded to ``dtype`` to nearest-even, returned as the float64 it equals."""
+    return float(formats.round_to(x, dtype))
 
 
 def _bits(dtype: str, x: float) -> tuple[int, int]:
@@ -163,17 +113,15 @@ def next_toward(dtype: str, x: float, up: bool) -> float:
 
 
 def fmt_max(dtype: str) -> float:
-    p, _, emax = _FORMAT[dtype]
-    return math.ldexp(2.0 - math.ldexp(1.0, 1 - p), emax)
+    return float(formats.get_format(dtype).max)
 
 
 def fmt_min_sub(dtype: str) -> float:
-    p, emin, _ = _FORMAT[dtype]
-    return math.ldexp(1.0, emin - p + 1)
+    return float(formats.get_format(dtype).subnormal_min)
 
 
 def fmt_min_normal(dtype: str) -> float:
-    return math.ldexp(1.0, _FORMAT[dtype][1])
+    return float(formats.get_format(dtype).tiny)
 
 
 # ------------------------------------------------------------------------------ randomness
@@ -218,7 +166,7 @@ class Rng:
         ]
 
     def subnormal(self, dtype: str) -> float:
-        p = _FORMAT[dtype][0]
+        p = formats.get_format(dtype).p
         j = 1 + self.below(2 ** (p - 1) - 1)
         return self.sign() * j * fmt_min_sub(dtype)
 
@@ -232,15 +180,6 @@ def _to_f64(x: Fraction) -> float:
 
 
 # ------------------------------------------------------------------------------ encoding
-
-
-def encode_hex(value: float) -> str:
-    x = float(value)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x.hex()
 
 
 def _hp(x: float) -> dict[str, str]:
