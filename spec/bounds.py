@@ -57,6 +57,7 @@ __all__ = [
     "VALUE_WITHIN",
     "BetaRepresentation",
     "accumulation_bound",
+    "axpby_error_bound",
     "beta_representation",
     "c_error_bound",
     "classify_sign",
@@ -68,6 +69,8 @@ __all__ = [
     "lost_step",
     "momentum_update_bound",
     "param_update_bound",
+    "rms_relative_error",
+    "shrink_error_bound",
     "summarize_signs",
     "unit_roundoff",
     "weight_error",
@@ -387,6 +390,118 @@ def momentum_update_bound(
     parts = _c_parts(ma, ga, b, f)
     bc = _form_bound(form, parts, b, f)
     return _up(bc + _store_term(f, s, parts["abs_c"] + bc))
+
+
+def axpby_error_bound(
+    a: ArrayLike,
+    x: ArrayLike,
+    b: ArrayLike,
+    y: ArrayLike,
+    *,
+    compute: Any = "float32",
+    storage: Any = None,
+    a_err: ArrayLike = 0.0,
+    b_err: ArrayLike = 0.0,
+) -> np.ndarray:
+    """Bound on ``|r̂ − r|`` for ``r = a·x + b·y`` evaluated as ``fl(fl(â·x) + fl(b̂·y))`` in
+    ``compute`` and stored into ``storage`` (default: the compute format).
+
+    The general two-term form of the muladd bound, for coefficients that are not ``β`` and
+    ``1 − β`` — e.g. Tiger's momentum inside an accumulation window, ``1·m + ((1 − β)/k)·g``.
+    ``a`` and ``b`` are the float64 coefficients the implementation starts from; ``a_err`` and
+    ``b_err`` bound their distance to the exact coefficients (e.g. 2**-52·(1 − β)/k for the float64
+    expression ``(1 - beta) / k``). With ``ρa = coefficient_error(a) + a_err`` (likewise ρb),
+    ``R = ρa|x| + ρb|y|`` and ``Ŝ = (|a| + ρa)|x| + (|b| + ρb)|y|``:
+    ``Bc = (1 + u)R + u|r| + (1 + u)(u·Ŝ + 2ε)``, then the storage term of
+    :func:`momentum_update_bound`. ``a = 1`` is exact in every format, so a window's middle steps
+    pay only for ``b``.
+
+    >>> b = axpby_error_bound(1.0, np.array([0.5]), 0.035 / 3, np.array([1.0]), compute="float32")
+    >>> bool(b[0] < 1e-7)
+    True
+    """
+    f = get_format(compute, "compute")
+    st = f if storage is None else get_format(storage, "storage")
+    aa, xa, ba, ya, ea, eb = np.broadcast_arrays(
+        _f64(a), _f64(x), _f64(b), _f64(y), _f64(a_err), _f64(b_err)
+    )
+    _check_in_format("x", xa, f)
+    _check_in_format("y", ya, f)
+    _check_nonneg("a_err", ea)
+    _check_nonneg("b_err", eb)
+    u, eps = _eff(f)
+    ra = coefficient_error(aa, f) + ea
+    rb = coefficient_error(ba, f) + eb
+    ax, ay = np.abs(xa), np.abs(ya)
+    scale = np.abs(aa) * ax + np.abs(ba) * ay
+    abs_r = _abs_upper(aa * xa + ba * ya, scale) + ea * ax + eb * ay
+    r = ra * ax + rb * ay
+    s_hat = (np.abs(aa) + ra) * ax + (np.abs(ba) + rb) * ay
+    bc = (1 + u) * r + u * abs_r + (1 + u) * (u * s_hat + 2 * eps)
+    return _up(bc + _store_term(f, st, abs_r + bc))
+
+
+def shrink_error_bound(
+    theta: ArrayLike,
+    shrink_ratio: float,
+    centre: float,
+    *,
+    compute: Any = "float32",
+    storage: Any = None,
+) -> np.ndarray:
+    """Bound on ``|θ̂' − θ'|`` for Tiger's NaN rule ``θ' = (θ − c)·s + c`` evaluated in ``compute``
+    in any of its usual orders — ``fl(fl(fl(θ − c)·ŝ) + c)``, ``fl(fl(ŝ·θ) + fl((1 − ŝ)·c))`` or
+    ``fl(ŝ·θ)`` for c = 0 — and stored into ``storage``.
+
+    Each order is a sum of the terms ``s·θ``, ``s·c`` and ``c`` (or ``(1 − s)·c``) with at most
+    three roundings on any term's path, so ``Bc = γ3·(|sθ| + |sc| + |c|) + (1 + γ3)·ρs·(|θ| + |c|)
+    + 2ε`` (ρs the representation error of s, counted once for θ and once for c), then the storage
+    term. With c = 0 it reduces to the single product's error.
+
+    >>> b = shrink_error_bound(np.array([2.0]), 0.99, 0.0, compute="float32")
+    >>> bool(b[0] <= 4 * 2.0**-24 * 2.0)
+    True
+    """
+    f = get_format(compute, "compute")
+    st = f if storage is None else get_format(storage, "storage")
+    th = _f64(theta)
+    _check_in_format("theta", th, f)
+    if not 0.0 < shrink_ratio <= 1.0:
+        raise ValueError(f"shrink_ratio must be in (0, 1], got {shrink_ratio!r}")
+    u, eps = _eff(f)
+    g3 = 3 * u / (1 - 3 * u)
+    rs = float(coefficient_error(shrink_ratio, f))
+    at, ac = np.abs(th), abs(centre)
+    value = _abs_upper(shrink_ratio * (th - centre) + centre, shrink_ratio * (at + ac) + ac)
+    bc = g3 * (shrink_ratio * (at + ac) + ac) + (1 + g3) * rs * (at + ac) + 2 * eps
+    return _up(bc + _store_term(f, st, value + bc))
+
+
+def rms_relative_error(n: int, *, compute: Any = "float32", summation_depth: int | None = None
+                       ) -> float:
+    """Bound on the relative error of an implementation's ``sqrt(mean(θ²))`` over ``n`` elements
+    of the compute format (before any underflow of the squares: ``|θ| >= 2**(emin/2 + p)``).
+
+    The squares and their sum are a dot product of non-negative terms, so
+    ``|Ŝ − S| <= γ_d·S`` with ``d = n`` for any summation order (recursive worst case), or
+    ``d = summation_depth + 1`` when the implementation declares the depth of its summation tree
+    (pairwise/cascade summation: ⌈log2 n⌉ plus the block length). The division by n and the square
+    root round once each: ``rms^ = rms·sqrt((1 + γ_d)(1 + u))·(1 + u)``, so the relative error is
+    at most ``(γ_d + u + γ_d·u)/2 + u + u·(γ_d + u + γ_d·u)/2``.
+
+    >>> rms_relative_error(768, compute="float32") < 768 * 2.0**-24
+    True
+    """
+    f = get_format(compute, "compute")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    u, _ = _eff(f)
+    d = int(n) if summation_depth is None else int(summation_depth) + 1
+    if d * u >= 1:
+        raise ValueError(f"gamma_{d} is undefined in {f.name}: n·u >= 1, no bound")
+    gd = d * u / (1 - d * u)
+    half = (gd + u + gd * u) / 2
+    return float(_up(np.float64(half + u + u * half)))
 
 
 # --------------------------------------------------------------------------------------------
