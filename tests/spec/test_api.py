@@ -15,7 +15,7 @@ from lionspec import spec
 MODULES = ["lionspec.spec", "lionspec.spec.lion", "lionspec.spec.signum", "lionspec.spec.tiger",
            "lionspec.spec.variations", "lionspec.spec._accurate", "lionspec.spec.formats",
            "lionspec.spec.bounds", "lionspec.spec.exact", "lionspec.conformance.vectors",
-           "lionspec.conformance.selfcheck"]
+           "lionspec.conformance.selfcheck", "lionspec.conformance.verdict"]
 
 
 @pytest.mark.parametrize("name", MODULES)
