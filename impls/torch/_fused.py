@@ -1,0 +1,137 @@
+"""The fused path: one compiled pass per tensor (``torch.compile``, inductor), cached process-wide.
+
+:func:`fused_update` evaluates the algorithm's math (:mod:`._math`) on one tensor and writes the
+results into the parameter, momentum and compensation buffers in place; ``torch.compile`` turns
+that into one generated kernel per tensor (Tiger's per-tensor NaN flag adds a reduction over the
+gradient; its RMS is computed before the call, see ``Tiger._prepare_fused``).
+
+Compilation is keyed by everything that changes the generated code: the algorithm, the device
+type, the dtypes, and the structural switches (maximize, Tiger's role, window position and NaN
+mode). Each key gets its *own* function object with its own code object, so keys never share
+dynamo's cache entries or its recompile limit. Within a key:
+
+* shapes are dynamic (``dynamic=True``) and tensors are passed flattened (1-D, or 2-D rows for
+  Tiger's embedding role), so every tensor size shares one compiled kernel;
+* hyperparameters (lr, betas, decay, and the "coefficient is zero" conditions) travel packed in
+  one small tensor (:func:`pack`; one tensor keeps dynamo's per-call guard work small), so an LR
+  schedule, or any change of a hyperparameter, never recompiles.
+
+Tensors the compiled kernel is not specialised for (non-contiguous, or with a dimension < 2 in
+the flattened view, where dynamo would specialise on the size) are stepped by the eager math
+instead, with identical semantics.
+
+>>> fusable_view(__import__("torch").zeros(3, 4), None)
+((12,), None)
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._math import ALGORITHMS
+from ._ops import TensorOps
+
+__all__ = ["compiled_update", "flat", "fusable_view", "fused_update", "pack"]
+
+_CACHE: dict[tuple[Any, ...], Callable[..., None]] = {}
+
+#: Inductor by default drops a downcast-upcast pair (fp32 -> bf16 -> fp32) inside a fused kernel;
+#: the compensated split ``lo = new − fp32(bf16(new))`` needs that rounding, so keep every cast.
+_INDUCTOR_OPTIONS = {"emulate_precision_casts": True}
+
+
+def fused_update(kind: str, theta: Tensor, grad: Tensor, exp_avg: Tensor, comp: Tensor | None,
+                 hp: Tensor, given: dict[str, Any], layout: tuple[tuple[str, bool], ...],
+                 consts: dict[str, Any]) -> None:
+    """Run the math of ``kind`` on one tensor and store the results in place.
+
+    ``hp[i]`` is the hyperparameter ``layout[i]`` (a condition when flagged: ``hp[i] != 0``);
+    ``given`` holds tensor arguments as they are, ``consts`` the structural (compiled-in) ones.
+    """
+    kwargs = dict(consts)
+    for i, (name, is_cond) in enumerate(layout):
+        kwargs[name] = hp[i] != 0 if is_cond else hp[i]
+    kwargs.update(given)
+    update = ALGORITHMS[kind](TensorOps, theta, grad, exp_avg, comp, **kwargs)
+    if update.theta is not None:
+        theta.copy_(update.theta)
+    if update.exp_avg is not None:
+        exp_avg.copy_(update.exp_avg)
+    if update.comp is not None and comp is not None:
+        comp.copy_(update.comp)
+
+
+def compiled_update(key: tuple[Any, ...], exact_casts: bool) -> Callable[..., None]:
+    """The compiled :func:`fused_update` for ``key``, compiled lazily once per process.
+
+    ``exact_casts``: the kernel rounds to a narrower dtype and back inside (the compensated
+    split), so inductor must keep those casts (``key`` must then differ from the keys without).
+    """
+    fn = _CACHE.get(key)
+    if fn is None:
+        name = f"fused_update_{len(_CACHE)}"
+        code = fused_update.__code__.replace(co_name=name)
+        fresh = types.FunctionType(code, fused_update.__globals__, name)
+        # the options patch inductor's config on every call: only where they matter
+        options = _INDUCTOR_OPTIONS if exact_casts else None
+        fn = torch.compile(fresh, dynamic=True, fullgraph=True, options=options)
+        _CACHE[key] = fn
+    return fn
+
+
+def _alias(t: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """A contiguous ``t`` reshaped to ``shape`` as a plain tensor on the same memory.
+
+    Not ``t.view(shape)``: dynamo guards on a view's ``_base`` sizes, which would recompile the
+    kernel for every base rank; a tensor ``set_`` on the storage carries no base.
+    """
+    strides = (shape[1], 1) if len(shape) == 2 else (1,)
+    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), shape, strides)
+
+
+def fusable_view(theta: Tensor, rms_dims: tuple[int, ...] | None
+                 ) -> tuple[tuple[int, ...], tuple[int, ...] | None] | None:
+    """The flattened shape the compiled kernel takes (and the RMS dims in it), or ``None``.
+
+    1-D for everything but rows: ``(rows, row_length)`` when Tiger's RMS runs over ``rms_dims``
+    (the last axis, or the last two of a complex tensor's real view).
+    """
+    if not theta.is_contiguous():
+        return None
+    if rms_dims is None:
+        return ((theta.numel(),), None) if theta.numel() >= 2 else None
+    row = math.prod(theta.shape[d] for d in rms_dims)
+    if row < 2 or theta.numel() < 2 * row:
+        return None
+    return (theta.numel() // row, row), (-1,)
+
+
+def flat(t: Tensor | None, shape: tuple[int, ...]) -> Tensor | None:
+    """``t`` (contiguous) as a plain tensor of ``shape`` sharing its memory (see ``_alias``)."""
+    return None if t is None else _alias(t, shape)
+
+
+def pack(values: dict[str, Any], compute: torch.dtype, device: torch.device
+         ) -> tuple[Tensor, tuple[tuple[str, bool], ...], dict[str, Any]]:
+    """Hyperparameters (Python floats and bools) as one tensor in ``compute`` and its layout.
+
+    Returns ``(hp, layout, consts)``: ``None`` values and ``keep_one`` go to ``consts`` instead
+    (``keep_one`` as ``False``: the fused kernel always multiplies by ``keep``, exact when keep
+    is 1, so it need not be specialised on it). Bools become 1/0 and are read back as ``!= 0``.
+    """
+    layout, numbers, consts = [], [], {}
+    for name, value in values.items():
+        if name == "keep_one":
+            consts[name] = False
+        elif value is None:
+            consts[name] = None
+        else:
+            layout.append((name, isinstance(value, bool)))
+            numbers.append(float(value))
+    return torch.tensor(numbers, dtype=compute, device=device), tuple(layout), consts

@@ -1,0 +1,207 @@
+"""The two evaluation backends of the per-element math: one tensor at a time, or lists of tensors.
+
+:mod:`._math` writes each algorithm once against an ``ops`` object. :class:`TensorOps` evaluates it
+on single tensors (the for-loop path, and the fused path when :mod:`._fused` compiles it);
+:class:`ListOps` evaluates the *same sequence of operations* on lists of tensors with
+``torch._foreach_*`` (the foreach path). Every ListOps method applies, per list element, the very
+ATen operation its TensorOps twin applies, so the two paths are bit-identical by construction:
+the CPU ``_foreach_*`` kernels call the per-tensor kernels, and the arithmetic ones (mul, add,
+sub, div, sign, clamp, maximum, copy) compute the same correctly rounded result per element
+wherever they run.
+
+Scalars are Python floats (shared by every tensor), 0-d tensors (the fused path, and Tiger's
+per-tensor learning rates) or, for ListOps, lists with one scalar per tensor.
+
+>>> import torch
+>>> xs = [torch.tensor([1.0, -2.0]), torch.tensor([0.5])]
+>>> [t.tolist() for t in ListOps.mul(xs, 0.5)] == [TensorOps.mul(x, 0.5).tolist() for x in xs]
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["ListOps", "TensorOps"]
+
+
+class TensorOps:
+    """Operations on single tensors (eager, or traced by ``torch.compile``)."""
+
+    @staticmethod
+    def to(x: Tensor, dtype: torch.dtype) -> Tensor:
+        return x.to(dtype)
+
+    @staticmethod
+    def neg(x: Tensor) -> Tensor:
+        return torch.neg(x)
+
+    @staticmethod
+    def mul(x: Tensor, a: Any) -> Tensor:
+        return torch.mul(x, a)
+
+    @staticmethod
+    def mul_(x: Tensor, a: Any) -> Tensor:
+        return x.mul_(a)
+
+    @staticmethod
+    def add(x: Tensor, y: Any) -> Tensor:
+        return torch.add(x, y)
+
+    @staticmethod
+    def add_(x: Tensor, y: Any) -> Tensor:
+        return x.add_(y)
+
+    @staticmethod
+    def sub(x: Tensor, y: Any) -> Tensor:
+        return torch.sub(x, y)
+
+    @staticmethod
+    def sub_(x: Tensor, y: Any) -> Tensor:
+        return x.sub_(y)
+
+    @staticmethod
+    def div(x: Tensor, a: Any) -> Tensor:
+        return torch.div(x, a)
+
+    @staticmethod
+    def sign(x: Tensor) -> Tensor:
+        return torch.sign(x)
+
+    @staticmethod
+    def clamp_max(x: Tensor, bound: float) -> Tensor:
+        return torch.clamp_max(x, bound)
+
+    @staticmethod
+    def maximum_(x: Tensor, y: Tensor) -> Tensor:
+        return torch.maximum(x, y, out=x)
+
+    @staticmethod
+    def where(cond: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        return torch.where(cond, x, y)
+
+    @staticmethod
+    def eq_zero(x: Tensor) -> Tensor:
+        return x == 0
+
+    @staticmethod
+    def any_true(cond: Tensor) -> bool:
+        return bool(cond.any())
+
+    @staticmethod
+    def norm(x: Tensor, dims: tuple[int, ...] | None) -> Tensor:
+        """L2 norm of the whole tensor (``dims=None``) or over ``dims`` (kept as size-1 dims).
+
+        Reduced in row-major order (a non-contiguous ``x`` is made contiguous first), so the
+        result does not depend on the memory layout of the parameter.
+        """
+        x = x.contiguous()
+        if dims is None:
+            return torch.linalg.vector_norm(x)
+        return torch.linalg.vector_norm(x, dim=dims, keepdim=True)
+
+    @staticmethod
+    def zero_where_nonfinite_(x: Tensor, reference: Tensor) -> Tensor:
+        return x.masked_fill_(~torch.isfinite(reference), 0.0)
+
+    @staticmethod
+    def store(dst: Tensor, value: Tensor) -> None:
+        """Write ``value`` into ``dst`` (rounding once into ``dst``'s dtype)."""
+        if value is not dst:
+            dst.copy_(value)
+
+
+def _per(a: Any, n: int) -> Sequence[Any]:
+    """A per-tensor list as is; anything else (a scalar, a dims tuple) repeated ``n`` times."""
+    return a if isinstance(a, list) else [a] * n
+
+
+class ListOps:
+    """The same operations on lists of tensors, with ``torch._foreach_*`` where torch has one."""
+
+    @staticmethod
+    def to(xs: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
+        return [x.to(dtype) for x in xs]
+
+    @staticmethod
+    def neg(xs: list[Tensor]) -> list[Tensor]:
+        return list(torch._foreach_neg(xs))
+
+    @staticmethod
+    def mul(xs: list[Tensor], a: Any) -> list[Tensor]:
+        return list(torch._foreach_mul(xs, a))
+
+    @staticmethod
+    def mul_(xs: list[Tensor], a: Any) -> list[Tensor]:
+        torch._foreach_mul_(xs, a)
+        return xs
+
+    @staticmethod
+    def add(xs: list[Tensor], ys: Any) -> list[Tensor]:
+        return list(torch._foreach_add(xs, ys))
+
+    @staticmethod
+    def add_(xs: list[Tensor], ys: Any) -> list[Tensor]:
+        torch._foreach_add_(xs, ys)
+        return xs
+
+    @staticmethod
+    def sub(xs: list[Tensor], ys: Any) -> list[Tensor]:
+        return list(torch._foreach_sub(xs, ys))
+
+    @staticmethod
+    def sub_(xs: list[Tensor], ys: Any) -> list[Tensor]:
+        torch._foreach_sub_(xs, ys)
+        return xs
+
+    @staticmethod
+    def div(xs: list[Tensor], a: Any) -> list[Tensor]:
+        return list(torch._foreach_div(xs, a))
+
+    @staticmethod
+    def sign(xs: list[Tensor]) -> list[Tensor]:
+        return list(torch._foreach_sign(xs))
+
+    @staticmethod
+    def clamp_max(xs: list[Tensor], bound: float) -> list[Tensor]:
+        return list(torch._foreach_clamp_max(xs, bound))
+
+    @staticmethod
+    def maximum_(xs: list[Tensor], ys: list[Tensor]) -> list[Tensor]:
+        torch._foreach_maximum_(xs, ys)
+        return xs
+
+    @staticmethod
+    def where(conds: Any, xs: list[Tensor], ys: list[Tensor]) -> list[Tensor]:
+        return [torch.where(c, x, y) for c, x, y in zip(_per(conds, len(xs)), xs, ys, strict=True)]
+
+    @staticmethod
+    def eq_zero(xs: list[Tensor]) -> list[Tensor]:
+        return [x == 0 for x in xs]
+
+    @staticmethod
+    def any_true(conds: Any) -> bool:
+        return any(bool(c.any()) for c in conds)
+
+    @staticmethod
+    def norm(xs: list[Tensor], dims: tuple[int, ...] | list[Any] | None) -> list[Tensor]:
+        per = _per(dims, len(xs))
+        if all(d is None for d in per):
+            return list(torch._foreach_norm([x.contiguous() for x in xs]))
+        return [TensorOps.norm(x, d) for x, d in zip(xs, per, strict=True)]
+
+    @staticmethod
+    def zero_where_nonfinite_(xs: list[Tensor], references: list[Tensor]) -> list[Tensor]:
+        for x, r in zip(xs, references, strict=True):
+            TensorOps.zero_where_nonfinite_(x, r)
+        return xs
+
+    @staticmethod
+    def store(dsts: list[Tensor], values: list[Tensor]) -> None:
+        pairs = [(d, v) for d, v in zip(dsts, values, strict=True) if v is not d]
+        if pairs:
+            torch._foreach_copy_([d for d, _ in pairs], [v for _, v in pairs])

@@ -1,0 +1,300 @@
+"""The ``torch.optim.Optimizer`` machinery shared by Lion, Signum and Tiger.
+
+Subclasses supply the algorithm's name (its math in :mod:`._math`), their group validation and the
+per-group hyperparameters as Python values; this base class handles what torch.optim users
+expect: param groups, lazy state, closures, skipped params without gradients, sparse-gradient
+errors, complex params (through ``torch.view_as_real``), tensor learning rates, ``state_dict``
+round trips that keep the state's own dtypes, and the three code paths:
+
+* ``"for-loop"``: one tensor at a time (:class:`~._ops.TensorOps`, Python-float hyperparameters);
+* ``"foreach"``: tensors bucketed by (device, dtypes, structural flags), each bucket through
+  :class:`~._ops.ListOps` -- the same operations, bit-identical to the for-loop;
+* ``"fused"``: one compiled kernel per tensor (:mod:`._fused`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from lionspec.spec._validate import check_lr, check_weight_decay
+
+from . import _fused
+from ._math import ALGORITHMS, Update, compute_dtype
+from ._ops import ListOps, TensorOps
+
+__all__ = ["MOMENTUM_DTYPES", "SignOptimizer", "lr_value"]
+
+#: dtypes accepted for ``momentum_dtype``.
+MOMENTUM_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32,
+                                            torch.float64)
+_NARROW = (torch.float16, torch.bfloat16)
+_FOREACH_DEVICES = ("cuda", "xpu")
+
+
+def lr_value(lr: Any, name: str = "lr") -> float:
+    """The learning rate as a Python float: a real number or a one-element real tensor, finite
+    and ``>= 0`` (``ValueError`` naming ``name`` otherwise)."""
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1 or lr.is_complex():
+            raise ValueError(f"{name} must be a real number or a one-element real tensor, got a "
+                             f"tensor of shape {tuple(lr.shape)} and dtype {lr.dtype}")
+        lr = lr.item()
+    return check_lr(lr, name)
+
+
+def _check_bool(group: dict[str, Any], name: str, allow_none: bool = False) -> None:
+    value = group[name]
+    if not (isinstance(value, bool) or (allow_none and value is None)):
+        allowed = "True, False or None" if allow_none else "True or False"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+@dataclass
+class Entry:
+    """One parameter with a gradient, as the math sees it (real views of complex tensors)."""
+
+    param: Tensor
+    theta: Tensor
+    grad: Tensor
+    exp_avg: Tensor
+    comp: Tensor | None
+    state: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def compute(self) -> torch.dtype:
+        return compute_dtype(self.theta.dtype, self.exp_avg.dtype)
+
+
+def _real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t.resolve_conj()) if t.is_complex() else t
+
+
+class SignOptimizer(Optimizer):
+    """Base class of :class:`~lionspec.impls.torch.Lion`, ``Signum`` and ``Tiger``."""
+
+    #: key of :data:`._math.ALGORITHMS`
+    algorithm: ClassVar[str]
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        if defaults.get("foreach") and defaults.get("fused"):
+            raise ValueError("foreach and fused cannot both be True")
+        super().__init__(params, defaults)
+
+    # ---------------------------------------------------------------- groups and validation
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for p in group["params"]:
+            if not (p.is_floating_point() or p.is_complex()):
+                raise ValueError(f"params must be floating-point or complex tensors, got {p.dtype}")
+        self._check_group(group)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Validate a group's hyperparameters (``ValueError`` naming the parameter)."""
+        lr_value(group["lr"])
+        check_weight_decay(group["weight_decay"])
+        for name in ("maximize", "compensated"):
+            _check_bool(group, name)
+        for name in ("foreach", "fused"):
+            _check_bool(group, name, allow_none=True)
+        if group["foreach"] and group["fused"]:
+            raise ValueError("foreach and fused cannot both be True")
+        mdt = group["momentum_dtype"]
+        if mdt is not None and mdt not in MOMENTUM_DTYPES:
+            raise ValueError(f"momentum_dtype must be None or one of "
+                             f"{', '.join(map(str, MOMENTUM_DTYPES))}, got {mdt!r}")
+
+    # ---------------------------------------------------------------- hooks for subclasses
+
+    def _hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        """Shared hyperparameters of a group as Python floats and bools (the math's kwargs)."""
+        raise NotImplementedError
+
+    def _init_state(self, state: dict[str, Any], theta: Tensor) -> None:
+        """Extra per-parameter state (Tiger's step counter)."""
+
+    def _entry_args(self, group: dict[str, Any], entry: Entry, fused: bool
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Per-tensor arguments of the math: (uniform within a foreach bucket, per tensor)."""
+        return {}, {}
+
+    def _after_group(self, group: dict[str, Any], entries: list[Entry]) -> None:
+        """Bookkeeping after a group was stepped (Tiger's step counters)."""
+
+    def _prepare_fused(self, flats: list[Tensor | None], given: dict[str, Any],
+                       consts: dict[str, Any], hp: Tensor,
+                       layout: tuple[tuple[str, bool], ...]) -> None:
+        """Extra tensor inputs of a fused call (Tiger passes its RMS, computed eagerly)."""
+
+    # ---------------------------------------------------------------- state
+
+    def _entries(self, group: dict[str, Any]) -> list[Entry]:
+        entries = []
+        name = type(self).__name__
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.layout != torch.strided:
+                raise RuntimeError(f"{name} does not support sparse gradients (got layout "
+                                   f"{p.grad.layout}); use dense gradients")
+            theta, grad = _real(p), _real(p.grad)
+            state = self.state[p]
+            if "exp_avg" not in state:
+                mdt = group["momentum_dtype"] or theta.dtype
+                state["exp_avg"] = torch.zeros_like(theta, dtype=mdt,
+                                                    memory_format=torch.preserve_format)
+                self._init_state(state, theta)
+            if group["compensated"] and theta.dtype in _NARROW:
+                if "compensation" not in state:
+                    state["compensation"] = torch.zeros_like(theta,
+                                                             memory_format=torch.preserve_format)
+            else:
+                state.pop("compensation", None)
+            entries.append(Entry(p, theta, grad, state["exp_avg"], state.get("compensation"),
+                                 state))
+        return entries
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As :meth:`torch.optim.Optimizer.load_state_dict`, but state tensors keep their own
+        dtype (torch casts floating state to the parameter's dtype, which would round an fp32
+        momentum of a bf16 parameter) and are copied (never aliased with ``state_dict``).
+        Tiger's ``step`` counters stay int64 CPU tensors."""
+        super().load_state_dict(state_dict)
+        saved = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        live = chain.from_iterable(g["params"] for g in self.param_groups)
+        for saved_id, p in zip(saved, live, strict=True):
+            values = state_dict["state"].get(saved_id)
+            if values is not None:
+                self.state[p] = {k: self._restored(k, v, p) for k, v in values.items()}
+
+    @staticmethod
+    def _restored(key: str, value: Any, param: Tensor) -> Any:
+        if not isinstance(value, Tensor):
+            return value
+        if key == "step":
+            return value.detach().to("cpu", torch.int64, copy=True)
+        return value.detach().to(device=param.device, copy=True)
+
+    # ---------------------------------------------------------------- stepping
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimisation step; ``closure`` (re-evaluating the loss) is called with
+        gradients enabled and its result is returned."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        groups = [(group, self._entries(group)) for group in self.param_groups]
+        self._before_step(groups)
+        for group, entries in groups:
+            self._step_group(group, entries)
+            self._after_group(group, entries)
+        return loss
+
+    def _before_step(self, groups: list[tuple[dict[str, Any], list[Entry]]]) -> None:
+        """Hook run once the entries of every group exist (Tiger's global NaN flag)."""
+
+    @staticmethod
+    def path(group: dict[str, Any], params: Iterable[Tensor]) -> str:
+        """The code path a group takes: ``"fused"``, ``"foreach"`` or ``"for-loop"``.
+
+        ``fused=None`` means False; ``foreach=None`` means True when every parameter lives on a
+        device with ``_foreach`` kernels (CUDA, XPU), as for torch's AdamW.
+        """
+        if group["fused"]:
+            return "fused"
+        foreach = group["foreach"]
+        if foreach is None:
+            params = list(params)
+            foreach = bool(params) and all(p.device.type in _FOREACH_DEVICES for p in params)
+        return "foreach" if foreach else "for-loop"
+
+    def _kwargs(self, group: dict[str, Any], entry: Entry) -> dict[str, Any]:
+        return {"maximize": group["maximize"], "compute": entry.compute,
+                "storage": entry.theta.dtype}
+
+    def _step_group(self, group: dict[str, Any], entries: list[Entry]) -> None:
+        live = [e for e in entries if e.theta.numel() > 0]
+        if not live:
+            return
+        path = self.path(group, (e.param for e in live))
+        hyper = self._hyper(group)
+        if path == "foreach":
+            self._foreach(group, live, hyper)
+        elif path == "fused":
+            self._fused(group, live, hyper)
+        else:
+            for e in live:
+                self._eager(group, e, hyper)
+
+    def _eager(self, group: dict[str, Any], e: Entry, hyper: dict[str, Any]) -> None:
+        uniform, per = self._entry_args(group, e, fused=False)
+        update = ALGORITHMS[self.algorithm](TensorOps, e.theta, e.grad, e.exp_avg, e.comp,
+                                            **hyper, **uniform, **per, **self._kwargs(group, e))
+        _store(TensorOps, update, e.theta, e.exp_avg, e.comp)
+
+    def _foreach(self, group: dict[str, Any], live: list[Entry], hyper: dict[str, Any]) -> None:
+        buckets: dict[tuple[Any, ...], list[tuple[Entry, dict[str, Any]]]] = defaultdict(list)
+        for e in live:
+            uniform, per = self._entry_args(group, e, fused=False)
+            key = (e.theta.device, e.theta.dtype, e.exp_avg.dtype, e.comp is not None,
+                   tuple(sorted(uniform.items())))
+            buckets[key].append((e, per))
+        for key, items in buckets.items():
+            es = [e for e, _ in items]
+            per = {name: [p[name] for _, p in items] for name in items[0][1]}
+            comps = [e.comp for e in es] if key[3] else None
+            thetas, exp_avgs = [e.theta for e in es], [e.exp_avg for e in es]
+            update = ALGORITHMS[self.algorithm](ListOps, thetas, [e.grad for e in es], exp_avgs,
+                                                comps, **hyper, **dict(key[4]), **per,
+                                                **self._kwargs(group, es[0]))
+            _store(ListOps, update, thetas, exp_avgs, comps)
+
+    def _fused(self, group: dict[str, Any], live: list[Entry], hyper: dict[str, Any]) -> None:
+        packed: dict[tuple[Any, ...], tuple[Tensor, tuple[tuple[str, bool], ...], dict]] = {}
+        for e in live:
+            uniform, per = self._entry_args(group, e, fused=True)
+            view = _fused.fusable_view(e.theta, per.get("rms_dims"))
+            tensors_ok = all(t is None or t.is_contiguous() for t in (e.grad, e.exp_avg, e.comp))
+            if view is None or not tensors_ok:
+                self._eager(group, e, hyper)
+                continue
+            shape, rms_dims = view
+            scalars = {name: v for name, v in per.items() if name != "rms_dims"}
+            pk = (e.compute, e.theta.device, *scalars.items())
+            if pk not in packed:
+                packed[pk] = _fused.pack({**hyper, **scalars}, e.compute, e.theta.device)
+            hp, layout, hp_consts = packed[pk]
+            consts = {**uniform, **self._kwargs(group, e), **hp_consts}
+            if "rms_dims" in per:
+                consts["rms_dims"] = rms_dims
+            flats = [_fused.flat(t, shape) for t in (e.theta, e.grad, e.exp_avg, e.comp)]
+            given: dict[str, Any] = {}
+            self._prepare_fused(flats, given, consts, hp, layout)
+            key = (self.algorithm, e.theta.device.type, e.theta.dtype, e.grad.dtype,
+                   e.exp_avg.dtype, e.comp is not None, layout, tuple(given),
+                   tuple(sorted(consts.items(), key=str)))
+            fn = _fused.compiled_update(key, exact_casts=e.comp is not None)
+            fn(self.algorithm, *flats, hp, given, layout, consts)
+            # the kernel wrote through aliases: bump the version counters autograd checks
+            torch.autograd.graph.increment_version([e.param, e.exp_avg])
+
+
+def _store(ops: Any, update: Update, theta: Any, exp_avg: Any, comp: Any) -> None:
+    if update.theta is not None:
+        ops.store(theta, update.theta)
+    if update.exp_avg is not None:
+        ops.store(exp_avg, update.exp_avg)
+    if update.comp is not None and comp is not None:
+        ops.store(comp, update.comp)

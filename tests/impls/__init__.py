@@ -1,0 +1,1 @@
+"""Tests of the implementations in lionspec.impls."""

@@ -1,0 +1,302 @@
+"""The three code paths of lionspec.impls.torch against each other.
+
+* for-loop vs foreach: the same operations in the same order, so bit-identical -- every
+  algorithm x dtype (fp32, fp16, bf16, fp64; 16-bit with fp32 momentum; compensated bf16).
+* fused (torch.compile / inductor on CPU): deterministic run to run; the same sign decisions as
+  the for-loop except where |c| is within the bound of the c-error module (ambiguous); values
+  within a few ulps; compiled once per key -- no recompilation on later steps, on lr changes,
+  for other tensor sizes or other optimizer instances.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+np = pytest.importorskip("numpy")
+
+from lionspec.impls.torch import Lion, Signum, Tiger  # noqa: E402
+from lionspec.spec.bounds import c_error_bound  # noqa: E402  (tests only, never in impls/)
+
+from ._helpers import same_bits  # noqa: E402
+
+NAN = float("nan")
+# inductor's own use of torch.jit warns on import; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method`:DeprecationWarning")
+
+
+
+
+
+def unique_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+# ------------------------------------------------------------------------------------------
+# for-loop vs foreach
+
+
+def _tensors(dtype):
+    return [torch.randn(17, 5).to(dtype), torch.randn(33).to(dtype), torch.randn(()).to(dtype),
+            torch.randn(6, 4).to(dtype).t(), torch.zeros(0, 3, dtype=dtype),
+            (1 + 0.1 * torch.randn(9)).to(dtype)]
+
+
+def _groups(cls, ps, extra):
+    if cls is Tiger:
+        roles = ["weight", "weight", "weight", "embedding", "embedding", "scale"]
+        return [{"params": [p], "role": r} for p, r in zip(ps, roles, strict=True)]
+    return [{"params": ps[:3]}, {"params": ps[3:], "lr": 0.003, **extra}]
+
+
+def _grads(ps, step):
+    g = torch.Generator().manual_seed(step)
+    for i, p in enumerate(ps):
+        grad = torch.randn(p.shape, generator=g)
+        if grad.numel() > 3:
+            grad.view(-1)[0] = 0.0  # sign(0) = 0 elements
+            if step == 2 and i == 1:
+                grad.view(-1)[1] = NAN  # NaN propagation (Tiger: the NaN rule)
+        p.grad = grad.to(p.dtype)
+
+
+def _run(cls, tensors, steps, **kw):
+    ps = [t.clone() for t in tensors]  # plain leaf tensors: transposed views stay views
+    extra = {Lion: {"betas": (0.5, 0.7)}, Signum: {"momentum": 0.6}, Tiger: {}}[cls]
+    opt = cls(_groups(cls, ps, extra), lr=0.01, weight_decay=0.1, **kw)
+    for step in range(steps):
+        _grads(ps, step)
+        opt.step()
+    return ps, opt
+
+
+def _dtype_id(dtype, mdt):
+    return str(dtype).removeprefix("torch.") + ("" if mdt is None else "-state-fp32")
+
+
+DTYPES = [
+    (torch.float32, None), (torch.float16, None), (torch.bfloat16, None), (torch.float64, None),
+    (torch.float16, torch.float32), (torch.bfloat16, torch.float32),
+]
+
+
+@pytest.mark.parametrize(("dtype", "mdt"), DTYPES,
+                         ids=[_dtype_id(d, m) for d, m in DTYPES])
+@pytest.mark.parametrize("cls", [Lion, Signum, Tiger])
+def test_foreach_is_bit_identical_to_the_for_loop(cls, dtype, mdt):
+    tensors = _tensors(dtype)
+    extra = {"accumulation_steps": 2} if cls is Tiger else {}
+    loop, opt_l = _run(cls, tensors, 5, foreach=False, momentum_dtype=mdt, **extra)
+    each, opt_f = _run(cls, tensors, 5, foreach=True, momentum_dtype=mdt, **extra)
+    assert cls.path(opt_f.param_groups[0], []) == "foreach"
+    for a, b in zip(loop, each, strict=True):
+        assert same_bits(a, b)
+        for key in opt_l.state[a]:
+            assert same_bits(opt_l.state[a][key], opt_f.state[b][key]), key
+    assert torch.isnan(loop[1]).any() or cls is Tiger  # the NaN did propagate
+
+
+@pytest.mark.parametrize("cls", [Lion, Signum, Tiger])
+def test_foreach_is_bit_identical_with_compensation_and_maximize(cls):
+    tensors = _tensors(torch.bfloat16)
+    loop, opt_l = _run(cls, tensors, 4, foreach=False, compensated=True, maximize=True)
+    each, opt_f = _run(cls, tensors, 4, foreach=True, compensated=True, maximize=True)
+    for a, b in zip(loop, each, strict=True):
+        assert same_bits(a, b)
+        assert opt_l.state[a].keys() == opt_f.state[b].keys()
+        for key in opt_l.state[a]:
+            assert same_bits(opt_l.state[a][key], opt_f.state[b][key]), key
+
+
+def test_foreach_tiger_global_nan_scope_matches_the_for_loop():
+    tensors = _tensors(torch.float32)
+    loop, _ = _run(Tiger, tensors, 4, foreach=False, nan_scope="global", nan_check="nonfinite")
+    each, _ = _run(Tiger, tensors, 4, foreach=True, nan_scope="global", nan_check="nonfinite")
+    assert all(same_bits(a, b) for a, b in zip(loop, each, strict=True))
+
+
+# ------------------------------------------------------------------------------------------
+# fused
+
+
+def _cancelling(n, beta, generator):
+    """m, g with c = β·m + (1 − β)·g tiny for half the elements (near-cancellation)."""
+    m = torch.randn(n, generator=generator)
+    g = torch.randn(n, generator=generator)
+    half = torch.arange(n) % 2 == 0
+    wiggle = 1 + 1e-6 * torch.randn(n, generator=generator)
+    g = torch.where(half, -beta * m / (1 - beta) * wiggle, g)
+    return m, g
+
+
+def _ulp(x, dtype):
+    """ulp of each element of x in ``dtype`` (fp32 or bf16), from its binade."""
+    p = {torch.float32: 24, torch.bfloat16: 8}[dtype]
+    _, e = torch.frexp(x.double().abs().clamp_min(2.0**-126))
+    return torch.ldexp(torch.ones_like(x, dtype=torch.float64), e - p)
+
+
+CASES = [
+    (Lion, torch.float32, {"betas": (0.9, 0.99)}, None),
+    (Lion, torch.bfloat16, {"betas": (0.9, 0.99), "momentum_dtype": torch.float32,
+                            "compensated": True}, None),
+    (Signum, torch.float32, {"momentum": 0.9}, None),
+    (Tiger, torch.float32, {"beta": 0.9}, "weight"),
+    (Tiger, torch.float32, {"beta": 0.9}, "embedding"),
+]
+
+
+@pytest.mark.parametrize(("cls", "dtype", "hyper", "role"), CASES,
+                         ids=["lion-fp32", "lion-bf16-comp", "signum", "tiger-weight",
+                              "tiger-embedding"])
+def test_fused_matches_the_for_loop_except_on_ambiguous_signs(cls, dtype, hyper, role):
+    beta = hyper.get("betas", (hyper.get("momentum", hyper.get("beta")),))[0]
+    gen = torch.Generator().manual_seed(7)
+    shape = (40, 8)
+    theta0 = torch.randn(shape, generator=gen).to(dtype)
+    m0, g0 = _cancelling(theta0.numel(), beta, gen)
+    m0 = m0.reshape(shape).to(hyper.get("momentum_dtype", dtype))
+    g0 = g0.reshape(shape).to(dtype)
+    out = {}
+    for name, path in (("loop", {"foreach": False}), ("fused", {"fused": True})):
+        p = theta0.clone()
+        group = {"params": [p], **({"role": role} if role else {})}
+        opt = cls([group], lr=0.01, weight_decay=0.1, **hyper, **path)
+        opt.state[p]["exp_avg"] = m0.clone()
+        if cls is Tiger:
+            opt.state[p]["step"] = torch.zeros((), dtype=torch.int64)
+        p.grad = g0.clone()
+        opt.step()
+        tracked = p.double()
+        if "compensation" in opt.state[p]:
+            tracked = tracked + opt.state[p]["compensation"].double()
+        out[name] = (p, tracked, opt.state[p]["exp_avg"])
+    (loop_p, loop_t, loop_m), (fused_p, fused_t, fused_m) = out["loop"], out["fused"]
+    # ambiguous: |c| within the c-error bound (Lion's c uses β1 and the old m; SIGNUM's and
+    # Tiger's decision variable is the new m = β·m + (1 − β)·g -- the same formula here)
+    m64, g64 = m0.double().numpy().ravel(), g0.double().numpy().ravel()
+    ambiguous = np.abs(beta * m64 + (1 - beta) * g64) <= c_error_bound(m64, g64, beta,
+                                                                      compute="float32")
+    assert ambiguous.any()  # the inputs do reach the ambiguous zone
+    if cls is Lion:  # the step direction: θ·keep − θ' = η·sign(c) up to rounding
+        keep = 1 - 0.01 * 0.1
+        decided_l = (theta0.double() * keep - loop_t).sign()
+        decided_f = (theta0.double() * keep - fused_t).sign()
+    else:
+        decided_l, decided_f = loop_m.double().sign(), fused_m.double().sign()
+    differ = (decided_l != decided_f).numpy().ravel()
+    assert not (differ & ~ambiguous).any(), "a sign flip outside the c-error bound"
+    same = torch.from_numpy(~differ).reshape(shape)
+    tol = 4 * _ulp(loop_p.detach(), dtype)  # inductor may reorder or contract (not seen on CPU)
+    gap = (fused_p.double() - loop_p.double()).abs()
+    assert bool((gap[same] <= tol[same]).all())
+    assert bool(((fused_m.double() - loop_m.double()).abs() <= 4 * _ulp(loop_m, torch.float32)
+                 ).all())
+
+
+def test_fused_tiger_embedding_windows_match_the_for_loop():
+    """k = 2 compiles the window-opening and window-closing kernels of the embedding role (the
+    row RMS is computed outside the kernel: inductor 2.13 failed to compile it fused)."""
+    theta0 = torch.randn(6, 5)
+    out = []
+    for path in ({"foreach": False}, {"fused": True}):
+        p = theta0.clone()
+        opt = Tiger([{"params": [p], "role": "embedding"}], lr=0.01, accumulation_steps=2, **path)
+        for step in range(4):
+            _grads([p], step)
+            opt.step()
+        out.append((p, opt.state[p]["exp_avg"]))
+    (loop_p, loop_m), (fused_p, fused_m) = out
+    assert same_bits(loop_m, fused_m)  # elementwise mul+add: no reduction involved
+    assert torch.allclose(loop_p, fused_p, rtol=2.0**-20, atol=0)
+
+
+def test_fused_compensation_tracks_like_the_for_loop():
+    """θ + compensation of bf16 parameters: the fused kernel must keep the bf16 rounding inside
+    the split (inductor drops a downcast-upcast pair unless told not to)."""
+    theta0 = torch.randn(300).bfloat16()
+    out = []
+    for path in ({"foreach": False}, {"fused": True}):
+        p = theta0.clone()
+        opt = Lion([p], lr=1e-3, weight_decay=0.1, compensated=True, **path)
+        for step in range(5):
+            _grads([p], step)
+            opt.step()
+        out.append((p, opt.state[p]["compensation"]))
+    (loop_p, loop_c), (fused_p, fused_c) = out
+    assert bool((loop_c != 0).any())
+    tracked_l, tracked_f = loop_p.double() + loop_c.double(), fused_p.double() + fused_c.double()
+    assert bool(((tracked_f - tracked_l).abs() <= 4 * _ulp(tracked_l, torch.float32)).all())
+
+
+@pytest.mark.parametrize("cls", [Lion, Tiger])
+def test_fused_is_deterministic_run_to_run(cls):
+    tensors = [torch.randn(40, 8), torch.randn(50)]
+
+    def run():
+        ps = [t.clone() for t in tensors]
+        opt = cls(ps, lr=0.01, weight_decay=0.1, fused=True)
+        for step in range(3):
+            _grads(ps, step)
+            opt.step()
+        return ps, opt
+
+    (a, opt_a), (b, opt_b) = run(), run()
+    for x, y in zip(a, b, strict=True):
+        assert same_bits(x, y) and same_bits(opt_a.state[x]["exp_avg"], opt_b.state[y]["exp_avg"])
+
+
+def test_fused_propagates_nan_and_keeps_sign_of_zero_and_absent_terms():
+    p = torch.ones(8)
+    opt = Lion([p], lr=0.1, weight_decay=0.5, fused=True)
+    p.grad = torch.tensor([1.0, NAN, 0.0, -1.0, 2.0, 0.0, 3.0, -2.0])
+    opt.step()
+    assert torch.isnan(p[1]) and torch.isfinite(p[[0, 2, 3, 4, 5, 6, 7]]).all()
+    assert p[2].item() == p[5].item() == torch.tensor(1.0 * (1 - 0.05)).item()  # sign(0) = 0
+    opt.param_groups[0]["lr"] = 0.0  # lr = 0: θ untouched even where the gradient is NaN
+    before = p.clone()
+    p.grad = torch.full((8,), NAN)
+    opt.step()
+    assert same_bits(p, before)
+
+
+def test_fused_falls_back_to_the_eager_math_for_odd_tensors():
+    tensors = [torch.randn(6, 4).t(), torch.randn(()), torch.randn(1), torch.randn(0)]
+    loop, _ = _run(Lion, [*tensors, torch.randn(3)], 3, foreach=False)
+    fused, _ = _run(Lion, [*tensors, torch.randn(3)], 3, fused=True)
+    for a, b in zip(loop[:4], fused[:4], strict=True):
+        assert same_bits(a, b)
+
+
+def test_importing_the_package_imports_neither_triton_nor_inductor():
+    code = ("import sys, lionspec.impls.torch; "
+            "print(sorted(m for m in ('triton', 'torch._inductor') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_fused_compiles_once_per_key_not_per_step_lr_size_or_instance():
+    p = torch.randn(64)
+    opt = Lion([p], lr=0.01, fused=True)
+    p.grad = torch.randn(64)
+    opt.step()  # compiles (or reuses this session's compiled Lion fp32 kernel)
+    graphs = unique_graphs()
+    opt.step()
+    opt.param_groups[0]["lr"] = 3e-3
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (s + 1))
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    q = torch.randn(13, 17)
+    other = Lion([q], lr=torch.tensor(5e-3), betas=(0.8, 0.9), weight_decay=0.3, fused=True)
+    q.grad = torch.randn(13, 17)
+    other.step()
+    opt.param_groups[0]["lr"] = 0.0
+    opt.step()
+    assert unique_graphs() == graphs
