@@ -3,7 +3,9 @@
 :func:`fused_update` evaluates the algorithm's math (:mod:`._math`) on one tensor and writes the
 results into the parameter, momentum and compensation buffers in place; ``torch.compile`` turns
 that into one generated kernel per tensor (Tiger's per-tensor NaN flag adds a reduction over the
-gradient; its RMS is computed before the call, see ``Tiger._prepare_fused``).
+gradient; its RMS is computed before the call, see ``Tiger._prepare_fused``). The optimizer
+calls :func:`fused_update_many`, the same per-tensor math over a short list of tensors (see
+:data:`CHUNK`), so that the per-call dynamo/AOT wrapper cost is paid once per list.
 
 Compilation is keyed by everything that changes the generated code: the algorithm, the device
 type, the dtypes, and the structural switches (maximize, Tiger's role, window position and NaN
@@ -37,7 +39,31 @@ from torch import Tensor
 from ._math import ALGORITHMS
 from ._ops import TensorOps
 
-__all__ = ["compiled_update", "flat", "fusable_view", "fused_update", "pack"]
+__all__ = ["CHUNK", "chunk_sizes", "compiled_update", "compiled_update_many", "flat",
+           "fusable_view", "fused_update", "fused_update_many", "pack"]
+
+#: Most tensors per compiled call of :func:`fused_update_many`. One call costs ~100 µs of
+#: dynamo/AOT wrapper work whatever its size, so batching cuts that cost per tensor; larger
+#: chunks take longer to trace and compile (the first step).
+CHUNK = 4
+
+
+def chunk_sizes(n: int) -> list[int]:
+    """``n`` tensors as calls of :data:`CHUNK` tensors, the rest in powers of two (so that at
+    most ``log2(CHUNK) + 1`` list lengths, hence compiled graphs, exist per key).
+
+    >>> chunk_sizes(19)
+    [4, 4, 4, 4, 2, 1]
+    """
+    sizes = [CHUNK] * (n // CHUNK)
+    rest = n % CHUNK
+    bit = CHUNK
+    while rest:
+        bit //= 2
+        if rest >= bit:
+            sizes.append(bit)
+            rest -= bit
+    return sizes
 
 _CACHE: dict[tuple[Any, ...], Callable[..., None]] = {}
 
@@ -65,6 +91,46 @@ def fused_update(kind: str, theta: Tensor, grad: Tensor, exp_avg: Tensor, comp: 
         exp_avg.copy_(update.exp_avg)
     if update.comp is not None and comp is not None:
         comp.copy_(update.comp)
+
+
+def fused_update_many(kind: str, thetas: list[Tensor], grads: list[Tensor],
+                      exp_avgs: list[Tensor], comps: list[Tensor] | None, hp: Tensor,
+                      givens: list[dict[str, Any]], layout: tuple[tuple[str, bool], ...],
+                      consts: dict[str, Any]) -> None:
+    """:func:`fused_update` on each tensor of the lists in turn (one traced graph, one call).
+
+    The same per-tensor math, so each tensor's result is that of :func:`fused_update`.
+    """
+    for i in range(len(thetas)):
+        fused_update(kind, thetas[i], grads[i], exp_avgs[i],
+                     None if comps is None else comps[i], hp, givens[i], layout, consts)
+
+
+def _no_duck(fn: Callable[..., None]) -> Callable[..., None]:
+    """``fn`` traced without duck shaping: every size is its own symbol, so that which tensors
+    of a chunk happen to share a size never matters (no recompile when that pattern changes)."""
+    from torch.fx.experimental import _config as fx_config
+
+    def call(*args: Any) -> None:
+        with fx_config.patch(use_duck_shape=False):
+            fn(*args)
+
+    return call
+
+
+def compiled_update_many(key: tuple[Any, ...], count: int,
+                         exact_casts: bool) -> Callable[..., None]:
+    """The compiled :func:`fused_update_many` for ``key`` and lists of ``count`` tensors."""
+    full = (key, "many", count)
+    fn = _CACHE.get(full)
+    if fn is None:
+        name = f"fused_update_many_{len(_CACHE)}"
+        code = fused_update_many.__code__.replace(co_name=name)
+        fresh = types.FunctionType(code, fused_update_many.__globals__, name)
+        options = _INDUCTOR_OPTIONS if exact_casts else None
+        fn = _no_duck(torch.compile(fresh, dynamic=True, fullgraph=True, options=options))
+        _CACHE[full] = fn
+    return fn
 
 
 def compiled_update(key: tuple[Any, ...], exact_casts: bool) -> Callable[..., None]:

@@ -1,9 +1,12 @@
 """The per-element math of Lion, SIGNUM and Tiger, written once for all three code paths.
 
-Each algorithm is a pure function of ``(theta, grad, exp_avg, comp)`` and the hyperparameters that
+Each algorithm is a function of ``(theta, grad, exp_avg, comp)`` and the hyperparameters that
 returns an :class:`Update` (``None`` fields mean "leave that tensor untouched, bit for bit"). It
-never writes into its inputs; the caller stores the results, rounding once into each tensor's
-dtype. The functions take an ``ops`` backend (:mod:`._ops`):
+never writes into ``theta``, ``grad`` or ``comp``; the caller stores the results, rounding once
+into each tensor's dtype. One exception, for speed: Lion forms its new momentum in place, in
+``exp_avg`` itself when that is in the compute dtype (the returned value is then ``exp_avg`` and
+the store is a no-op), so it saves a temporary and a copy; the arithmetic is unchanged.
+The functions take an ``ops`` backend (:mod:`._ops`):
 
 * the for-loop path calls them with :class:`~._ops.TensorOps` and Python floats;
 * the foreach path calls them with :class:`~._ops.ListOps` on lists of tensors (same operations in
@@ -134,11 +137,18 @@ def _gradient(ops: Any, grad: Any, compute: torch.dtype, maximize: bool) -> Any:
     return ops.neg(g) if maximize else g
 
 
-def _ema(ops: Any, m: Any, g: Any, beta: Any, w: Any, beta_zero: Cond, decay: bool = True) -> Any:
-    """``fl(fl(β·m) + fl(w·g))``; ``fl(m + fl(w·g))`` without decay; ``fl(w·g)`` if β == 0."""
+def _ema(ops: Any, m: Any, g: Any, beta: Any, w: Any, beta_zero: Cond, decay: bool = True,
+         last_use: bool = False) -> Any:
+    """``fl(fl(β·m) + fl(w·g))``; ``fl(m + fl(w·g))`` without decay; ``fl(w·g)`` if β == 0.
+
+    ``last_use``: ``m`` is not read again and may be overwritten (it may be the stored momentum
+    itself: the result then *is* that tensor, and the store is skipped). Same arithmetic.
+    """
     gw = ops.mul(g, w)
     if not decay:
         return ops.add_(gw, m)
+    if last_use:
+        return _select(ops, beta_zero, lambda: gw, lambda: ops.add_(ops.mul_(m, beta), gw))
     return _select(ops, beta_zero, lambda: gw, lambda: ops.add_(ops.mul(m, beta), gw))
 
 
@@ -209,7 +219,9 @@ def lion(ops: Any, theta: Any, grad: Any, exp_avg: Any, comp: Any, *, lr: Any, b
         theta_new, comp_new = _move(ops, theta, comp, s, eta=lr, keep=keep, keep_one=keep_one,
                                     keep_zero=keep_zero, lr_zero=lr_zero, compute=compute,
                                     storage=storage)
-    return Update(theta_new, _ema(ops, m, g, beta2, w2, beta2_zero), comp_new)
+    # m's last use: β2·m is formed in place (in the momentum buffer itself when its dtype is the
+    # compute dtype), saving a temporary and the store's copy
+    return Update(theta_new, _ema(ops, m, g, beta2, w2, beta2_zero, last_use=True), comp_new)
 
 
 def signum(ops: Any, theta: Any, grad: Any, exp_avg: Any, comp: Any, *, lr: Any, beta: Any,

@@ -263,6 +263,7 @@ class SignOptimizer(Optimizer):
 
     def _fused(self, group: dict[str, Any], live: list[Entry], hyper: dict[str, Any]) -> None:
         packed: dict[tuple[Any, ...], tuple[Tensor, tuple[tuple[str, bool], ...], dict]] = {}
+        calls: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
         for e in live:
             uniform, per = self._entry_args(group, e, fused=True)
             view = _fused.fusable_view(e.theta, per.get("rms_dims"))
@@ -285,10 +286,24 @@ class SignOptimizer(Optimizer):
             key = (self.algorithm, e.theta.device.type, e.theta.dtype, e.grad.dtype,
                    e.exp_avg.dtype, e.comp is not None, layout, tuple(given),
                    tuple(sorted(consts.items(), key=str)))
-            fn = _fused.compiled_update(key, exact_casts=e.comp is not None)
-            fn(self.algorithm, *flats, hp, given, layout, consts)
-            # the kernel wrote through aliases: bump the version counters autograd checks
-            torch.autograd.graph.increment_version([e.param, e.exp_avg])
+            calls[(key, id(hp))].append((e, flats, given, hp, layout, consts))
+        for (key, _), items in calls.items():
+            exact = key[5]
+            # measured (torch 2.13, CPU, 2 threads, GPT-2 shapes): batching gained ~5% for Lion
+            # with θ and m of one dtype, but lost ~20% for bf16 θ + fp32 m and ~5% for Tiger
+            batch = key[2] == key[4] and self.algorithm != "tiger"
+            start = 0
+            for size in _fused.chunk_sizes(len(items)) if batch else [1] * len(items):
+                chunk, start = items[start:start + size], start + size
+                _, _, _, hp, layout, consts = chunk[0]
+                fn = _fused.compiled_update_many(key, len(chunk), exact_casts=exact)
+                columns = list(zip(*(flats for _, flats, *_ in chunk), strict=True))
+                comps = list(columns[3]) if exact else None
+                fn(self.algorithm, list(columns[0]), list(columns[1]), list(columns[2]), comps,
+                   hp, [given for _, _, given, *_ in chunk], layout, consts)
+                # the kernel wrote through aliases: bump the version counters autograd checks
+                torch.autograd.graph.increment_version(
+                    [t for e, *_ in chunk for t in (e.param, e.exp_avg)])
 
 
 def _store(ops: Any, update: Update, theta: Any, exp_avg: Any, comp: Any) -> None:
