@@ -224,9 +224,9 @@ def build_optimizer(cand: Candidate, params: list, roles: list[str], momentum_dt
         if name == "lion-pytorch-foreach":
             try:
                 from lion_pytorch.foreach import Lion
-            except ImportError as e:
-                if importlib.util.find_spec("lion_pytorch") is None:
-                    raise
+            except ModuleNotFoundError as e:
+                if e.name != "lion_pytorch.foreach":
+                    raise  # lion-pytorch itself is missing: "not installed" below
                 raise Unavailable("no foreach path in this version", str(e)) from e
             return Lion(params, **LION)
         if name in ("timm", "timm-foreach"):
