@@ -26,6 +26,15 @@ def _inputs(param: Any, grad: Any, exp_avg: Any) -> tuple[np.ndarray, np.ndarray
     return theta, g, m
 
 
+def _decision_inputs(grad: Any, exp_avg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(g, m) of a decision variable, converted exactly; shapes must match."""
+    g = v.as_float64(grad, "grad")
+    m = v.as_float64(exp_avg, "exp_avg")
+    if m.shape != g.shape:
+        raise ValueError(f"exp_avg must have the same shape as grad {g.shape}, got {m.shape}")
+    return g, m
+
+
 def lion_interp(grad: Any, exp_avg: Any, *, beta1: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
     """Lion's decision variable ``c = β1·m + (1 − β1)·g`` and its exact sign.
 
@@ -38,10 +47,7 @@ def lion_interp(grad: Any, exp_avg: Any, *, beta1: float = 0.9) -> tuple[np.ndar
     ([0.0, -0.25], [0.0, -1.0])
     """
     b1 = exact(v.check_beta(beta1, "beta1"))
-    g = v.as_float64(grad, "grad")
-    m = v.as_float64(exp_avg, "exp_avg")
-    if m.shape != g.shape:
-        raise ValueError(f"exp_avg must have the same shape as grad {g.shape}, got {m.shape}")
+    g, m = _decision_inputs(grad, exp_avg)
     return sum_of_products(ema_terms(m, g, m, b1, 1 - b1, exact(0.0), CANONICAL), g.shape)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from . import _validate as v
 from ._accurate import Coef, sum_of_products
 from ._common import CANONICAL, Conventions, direction, ema_terms, exact, keep_factor, param_update
-from .lion import _inputs
+from .lion import _decision_inputs, _inputs
 
 __all__ = ["signum_momentum", "signum_step"]
 
@@ -28,10 +28,7 @@ def signum_momentum(grad: Any, exp_avg: Any, *, beta: float = 0.9
     ([-0.5], [-1.0])
     """
     b = exact(v.check_beta(beta, "beta"))
-    g = v.as_float64(grad, "grad")
-    m = v.as_float64(exp_avg, "exp_avg")
-    if m.shape != g.shape:
-        raise ValueError(f"exp_avg must have the same shape as grad {g.shape}, got {m.shape}")
+    g, m = _decision_inputs(grad, exp_avg)
     return sum_of_products(ema_terms(m, g, m, b, 1 - b, Fraction(0), CANONICAL), g.shape)
 
 

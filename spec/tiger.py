@@ -33,7 +33,7 @@ import numpy as np
 from . import _validate as v
 from ._accurate import Coef, Term, accurate_sum, exact_square_parts, sum_of_products
 from ._common import CANONICAL, Conventions, direction, ema_terms, exact, keep_factor, param_update
-from .lion import _inputs
+from .lion import _decision_inputs, _inputs
 
 __all__ = ["NAN_CHECKS", "RMS_REL_ERR", "rms", "tiger_lr", "tiger_step"]
 
@@ -111,10 +111,7 @@ def tiger_momentum(grad: Any, exp_avg: Any, *, step: int, beta: float = 0.965,
     t = v.check_step(step)
     b = exact(v.check_beta(beta, "beta"))
     k = v.check_accumulation_steps(accumulation_steps)
-    g = v.as_float64(grad, "grad")
-    m = v.as_float64(exp_avg, "exp_avg")
-    if m.shape != g.shape:
-        raise ValueError(f"exp_avg must have the same shape as grad {g.shape}, got {m.shape}")
+    g, m = _decision_inputs(grad, exp_avg)
     b1 = b if t % k == 0 else Fraction(1)
     return sum_of_products(ema_terms(m, g, m, b1, (1 - b) / k, Fraction(0), CANONICAL), g.shape)
 

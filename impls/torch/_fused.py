@@ -118,37 +118,34 @@ def _no_duck(fn: Callable[..., None]) -> Callable[..., None]:
     return call
 
 
+def _compiled(template: Callable[..., None], cache_key: tuple[Any, ...], exact_casts: bool,
+              duck_shaping: bool) -> Callable[..., None]:
+    """``template`` compiled once per process per ``cache_key``; a fresh function object (and name)
+    per key so that dynamo's own caches never mix keys. ``exact_casts``: the kernel rounds to a
+    narrower dtype and back inside (the compensated split), so inductor must keep those casts
+    (the options patch inductor's config on every call: only where they matter)."""
+    fn = _CACHE.get(cache_key)
+    if fn is None:
+        name = f"{template.__name__}_{len(_CACHE)}"
+        fresh = types.FunctionType(template.__code__.replace(co_name=name),
+                                   template.__globals__, name)
+        options = _INDUCTOR_OPTIONS if exact_casts else None
+        fn = torch.compile(fresh, dynamic=True, fullgraph=True, options=options)
+        if not duck_shaping:
+            fn = _no_duck(fn)
+        _CACHE[cache_key] = fn
+    return fn
+
+
 def compiled_update_many(key: tuple[Any, ...], count: int,
                          exact_casts: bool) -> Callable[..., None]:
     """The compiled :func:`fused_update_many` for ``key`` and lists of ``count`` tensors."""
-    full = (key, "many", count)
-    fn = _CACHE.get(full)
-    if fn is None:
-        name = f"fused_update_many_{len(_CACHE)}"
-        code = fused_update_many.__code__.replace(co_name=name)
-        fresh = types.FunctionType(code, fused_update_many.__globals__, name)
-        options = _INDUCTOR_OPTIONS if exact_casts else None
-        fn = _no_duck(torch.compile(fresh, dynamic=True, fullgraph=True, options=options))
-        _CACHE[full] = fn
-    return fn
+    return _compiled(fused_update_many, (key, "many", count), exact_casts, duck_shaping=False)
 
 
 def compiled_update(key: tuple[Any, ...], exact_casts: bool) -> Callable[..., None]:
-    """The compiled :func:`fused_update` for ``key``, compiled lazily once per process.
-
-    ``exact_casts``: the kernel rounds to a narrower dtype and back inside (the compensated
-    split), so inductor must keep those casts (``key`` must then differ from the keys without).
-    """
-    fn = _CACHE.get(key)
-    if fn is None:
-        name = f"fused_update_{len(_CACHE)}"
-        code = fused_update.__code__.replace(co_name=name)
-        fresh = types.FunctionType(code, fused_update.__globals__, name)
-        # the options patch inductor's config on every call: only where they matter
-        options = _INDUCTOR_OPTIONS if exact_casts else None
-        fn = torch.compile(fresh, dynamic=True, fullgraph=True, options=options)
-        _CACHE[key] = fn
-    return fn
+    """The compiled :func:`fused_update` for ``key``, compiled lazily once per process."""
+    return _compiled(fused_update, key, exact_casts, duck_shaping=True)
 
 
 def _alias(t: Tensor, shape: tuple[int, ...]) -> Tensor:
