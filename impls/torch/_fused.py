@@ -9,14 +9,17 @@ calls :func:`fused_update_many`, the same per-tensor math over a short list of t
 
 Compilation is keyed by everything that changes the generated code: the algorithm, the device
 type, the dtypes, and the structural switches (maximize, Tiger's role, window position and NaN
-mode). Each key gets its *own* function object with its own code object, so keys never share
-dynamo's cache entries or its recompile limit. Within a key:
+mode, and which coefficients are exactly 0 or 1: an absent term is absent from the kernel,
+instead of computed and discarded by a per-element select, which made the fp32 Lion kernel
+compute-bound at ~2x the memory time). Each key gets its *own* function object with its own
+code object, so keys never share dynamo's cache entries or its recompile limit. Within a key:
 
 * shapes are dynamic (``dynamic=True``) and tensors are passed flattened (1-D, or 2-D rows for
   Tiger's embedding role), so every tensor size shares one compiled kernel;
-* hyperparameters (lr, betas, decay, and the "coefficient is zero" conditions) travel packed in
-  one small tensor (:func:`pack`; one tensor keeps dynamo's per-call guard work small), so an LR
-  schedule, or any change of a hyperparameter, never recompiles.
+* hyperparameter values (lr, betas, decay) travel packed in one small tensor (:func:`pack`; one
+  tensor keeps dynamo's per-call guard work small), so an LR schedule, or any change of a
+  hyperparameter, never recompiles -- except a change to or from exactly 0 (or a keep factor of
+  exactly 1), which compiles that variant once per process.
 
 Tensors the compiled kernel is not specialised for (non-contiguous, or with a dimension < 2 in
 the flattened view, where dynamo would specialise on the size) are stepped by the eager math
@@ -73,16 +76,16 @@ _INDUCTOR_OPTIONS = {"emulate_precision_casts": True}
 
 
 def fused_update(kind: str, theta: Tensor, grad: Tensor, exp_avg: Tensor, comp: Tensor | None,
-                 hp: Tensor, given: dict[str, Any], layout: tuple[tuple[str, bool], ...],
+                 hp: Tensor, given: dict[str, Any], layout: tuple[str, ...],
                  consts: dict[str, Any]) -> None:
     """Run the math of ``kind`` on one tensor and store the results in place.
 
-    ``hp[i]`` is the hyperparameter ``layout[i]`` (a condition when flagged: ``hp[i] != 0``);
+    ``hp[i]`` is the hyperparameter named ``layout[i]``;
     ``given`` holds tensor arguments as they are, ``consts`` the structural (compiled-in) ones.
     """
     kwargs = dict(consts)
-    for i, (name, is_cond) in enumerate(layout):
-        kwargs[name] = hp[i] != 0 if is_cond else hp[i]
+    for i, name in enumerate(layout):
+        kwargs[name] = hp[i]
     kwargs.update(given)
     update = ALGORITHMS[kind](TensorOps, theta, grad, exp_avg, comp, **kwargs)
     if update.theta is not None:
@@ -95,7 +98,7 @@ def fused_update(kind: str, theta: Tensor, grad: Tensor, exp_avg: Tensor, comp: 
 
 def fused_update_many(kind: str, thetas: list[Tensor], grads: list[Tensor],
                       exp_avgs: list[Tensor], comps: list[Tensor] | None, hp: Tensor,
-                      givens: list[dict[str, Any]], layout: tuple[tuple[str, bool], ...],
+                      givens: list[dict[str, Any]], layout: tuple[str, ...],
                       consts: dict[str, Any]) -> None:
     """:func:`fused_update` on each tensor of the lists in turn (one traced graph, one call).
 
@@ -182,19 +185,20 @@ def flat(t: Tensor | None, shape: tuple[int, ...]) -> Tensor | None:
 
 def pack(values: dict[str, Any], compute: torch.dtype, device: torch.device
          ) -> tuple[Tensor, tuple[tuple[str, bool], ...], dict[str, Any]]:
-    """Hyperparameters (Python floats and bools) as one tensor in ``compute`` and its layout.
+    """Hyperparameters as one tensor in ``compute`` and its layout, plus the compiled-in ones.
 
-    Returns ``(hp, layout, consts)``: ``None`` values and ``keep_one`` go to ``consts`` instead
-    (``keep_one`` as ``False``: the fused kernel always multiplies by ``keep``, exact when keep
-    is 1, so it need not be specialised on it). Bools become 1/0 and are read back as ``!= 0``.
+    Returns ``(hp, layout, consts)``: numbers go to ``hp`` (``layout`` names them), so a new
+    value never recompiles; ``None`` and the bools (the "coefficient is exactly 0 / 1"
+    conditions and flags) go to ``consts`` and so into the compile key: a term that is absent
+    is then absent from the generated code instead of being computed and discarded by a
+    per-element select. The price is one compilation per combination that occurs (e.g. an LR
+    warm-up from exactly 0 compiles the lr == 0 variant once).
     """
     layout, numbers, consts = [], [], {}
     for name, value in values.items():
-        if name == "keep_one":
-            consts[name] = False
-        elif value is None:
-            consts[name] = None
+        if value is None or isinstance(value, bool):
+            consts[name] = value
         else:
-            layout.append((name, isinstance(value, bool)))
+            layout.append(name)
             numbers.append(float(value))
     return torch.tensor(numbers, dtype=compute, device=device), tuple(layout), consts

@@ -170,8 +170,18 @@ def _one_minus(ops: Any, a: Any) -> Any:
 
 
 def _decoupled(ops: Any, x: Any, s: Any, eta: Any, keep: Any, keep_one: bool,
-               keep_zero: Cond) -> Any:
-    """``fl(fl(x·keep) − η·s)``; ``fl(x − η·s)`` when keep is exactly 1; ``−η·s`` when it is 0."""
+               keep_zero: Cond, own_x: bool = False) -> Any:
+    """``fl(fl(x·keep) − η·s)``; ``fl(x − η·s)`` when keep is exactly 1; ``−η·s`` when it is 0.
+
+    ``own_x``: ``x`` is not read again and may be overwritten (it may be the stored θ itself,
+    which then *is* the result). Same arithmetic: ``x − η·s`` with a Python-number η is
+    ``sub_(s, alpha=η)``, whose product is exact for s in {−1, 0, +1, NaN}, so fused
+    multiply-add or not, it is the one rounding of ``x − η·s``.
+    """
+    if own_x and keep_zero is False:
+        if not keep_one:
+            ops.mul_(x, keep)
+        return ops.sub_scaled_(x, s, eta)
     step = ops.mul_(s, eta)  # s is a temporary
     if keep_one:
         return ops.sub(x, step)
@@ -196,8 +206,10 @@ def _move(ops: Any, theta: Any, comp: Any, s: Any, *, eta: Any, keep: Any, keep_
           keep_zero: Cond, lr_zero: Cond, compute: torch.dtype,
           storage: torch.dtype) -> tuple[Any, Any]:
     x = _master(ops, theta, comp, compute)
-    hi, lo = _split(ops, _decoupled(ops, x, s, eta, keep, keep_one, keep_zero), comp, compute,
-                    storage)
+    # eager (lr_zero a Python bool): nothing reads the old θ again, so x (θ itself, or a
+    # temporary) is updated in place
+    new = _decoupled(ops, x, s, eta, keep, keep_one, keep_zero, own_x=lr_zero is False)
+    hi, lo = _split(ops, new, comp, compute, storage)
     return _untouched_if(ops, lr_zero, theta, hi), _untouched_if(ops, lr_zero, comp, lo)
 
 

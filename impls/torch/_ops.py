@@ -65,6 +65,13 @@ class TensorOps:
         return x.sub_(y)
 
     @staticmethod
+    def sub_scaled_(x: Tensor, s: Tensor, eta: Any) -> Tensor:
+        """``x − η·s`` in place for s in {−1, 0, +1, NaN} (η·s exact: one rounding)."""
+        if isinstance(eta, Tensor):
+            return x.sub_(s.mul_(eta))
+        return x.sub_(s, alpha=eta)
+
+    @staticmethod
     def div(x: Tensor, a: Any) -> Tensor:
         return torch.div(x, a)
 
@@ -156,6 +163,15 @@ class ListOps:
     @staticmethod
     def sub_(xs: list[Tensor], ys: Any) -> list[Tensor]:
         torch._foreach_sub_(xs, ys)
+        return xs
+
+    @staticmethod
+    def sub_scaled_(xs: list[Tensor], ss: list[Tensor], eta: Any) -> list[Tensor]:
+        if isinstance(eta, (int, float)):
+            torch._foreach_sub_(xs, ss, alpha=eta)
+        else:
+            torch._foreach_mul_(ss, eta)
+            torch._foreach_sub_(xs, ss)
         return xs
 
     @staticmethod

@@ -133,7 +133,7 @@ class SignOptimizer(Optimizer):
 
     def _prepare_fused(self, flats: list[Tensor | None], given: dict[str, Any],
                        consts: dict[str, Any], hp: Tensor,
-                       layout: tuple[tuple[str, bool], ...]) -> None:
+                       layout: tuple[str, ...]) -> None:
         """Extra tensor inputs of a fused call (Tiger passes its RMS, computed eagerly)."""
 
     # ---------------------------------------------------------------- state
@@ -240,9 +240,11 @@ class SignOptimizer(Optimizer):
 
     def _eager(self, group: dict[str, Any], e: Entry, hyper: dict[str, Any]) -> None:
         uniform, per = self._entry_args(group, e, fused=False)
-        update = ALGORITHMS[self.algorithm](TensorOps, e.theta, e.grad, e.exp_avg, e.comp,
-                                            **hyper, **uniform, **per, **self._kwargs(group, e))
-        _store(TensorOps, update, e.theta, e.exp_avg, e.comp)
+        kwargs = {**hyper, **uniform, **self._kwargs(group, e)}
+        for (theta, grad, exp_avg, comp), args in _blocks(e, per):
+            update = ALGORITHMS[self.algorithm](TensorOps, theta, grad, exp_avg, comp,
+                                                **kwargs, **args)
+            _store(TensorOps, update, theta, exp_avg, comp)
 
     def _foreach(self, group: dict[str, Any], live: list[Entry], hyper: dict[str, Any]) -> None:
         buckets: dict[tuple[Any, ...], list[tuple[Entry, dict[str, Any]]]] = defaultdict(list)
@@ -252,17 +254,18 @@ class SignOptimizer(Optimizer):
                    tuple(sorted(uniform.items())))
             buckets[key].append((e, per))
         for key, items in buckets.items():
-            es = [e for e, _ in items]
-            per = {name: [p[name] for _, p in items] for name in items[0][1]}
-            comps = [e.comp for e in es] if key[3] else None
-            thetas, exp_avgs = [e.theta for e in es], [e.exp_avg for e in es]
-            update = ALGORITHMS[self.algorithm](ListOps, thetas, [e.grad for e in es], exp_avgs,
-                                                comps, **hyper, **dict(key[4]), **per,
-                                                **self._kwargs(group, es[0]))
-            _store(ListOps, update, thetas, exp_avgs, comps)
+            kwargs = {**hyper, **dict(key[4]), **self._kwargs(group, items[0][0])}
+            blocks = [b for e, per in items for b in _blocks(e, per)]
+            for batch in _batches(blocks):
+                thetas, grads, exp_avgs, comps = (list(c) for c in zip(*(ts for ts, _ in batch),
+                                                                        strict=True))
+                per = {name: [args[name] for _, args in batch] for name in batch[0][1]}
+                update = ALGORITHMS[self.algorithm](ListOps, thetas, grads, exp_avgs,
+                                                    comps if key[3] else None, **kwargs, **per)
+                _store(ListOps, update, thetas, exp_avgs, comps if key[3] else None)
 
     def _fused(self, group: dict[str, Any], live: list[Entry], hyper: dict[str, Any]) -> None:
-        packed: dict[tuple[Any, ...], tuple[Tensor, tuple[tuple[str, bool], ...], dict]] = {}
+        packed: dict[tuple[Any, ...], tuple[Tensor, tuple[str, ...], dict]] = {}
         calls: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
         for e in live:
             uniform, per = self._entry_args(group, e, fused=True)
@@ -304,6 +307,60 @@ class SignOptimizer(Optimizer):
                 # the kernel wrote through aliases: bump the version counters autograd checks
                 torch.autograd.graph.increment_version(
                     [t for e, *_ in chunk for t in (e.param, e.exp_avg)])
+
+
+#: Elements per block of the eager paths (for-loop and foreach). They evaluate the math one ATen
+#: operation at a time, each writing a temporary; on blocks of this size (512 KiB per fp32
+#: temporary, half of it per thread) the temporaries stay in the L2 cache, so the dozen passes of
+#: the math run at cache speed and only θ, g, m (and the compensation) cross the memory bus,
+#: once each. Elementwise math, so blocking never changes a result. Measured (torch 2.13, CPU,
+#: 2 threads, Lion fp32 on one 16M-element tensor): whole tensor 178 ms, blocks of 2^15 69 ms,
+#: 2^16 41 ms, 2^17 29 ms, 2^18 71 ms (the temporaries no longer fit), lion-pytorch 67 ms.
+BLOCK = 1 << 17
+
+Tensors4 = tuple[Tensor, Tensor, Tensor, Tensor | None]
+
+
+def _blocks(e: Entry, per: dict[str, Any]) -> list[tuple[Tensors4, dict[str, Any]]]:
+    """``e``'s (θ, g, m, comp) in blocks of at most :data:`BLOCK` elements, each with its
+    per-tensor arguments: contiguous slices of the flattened tensors (of whole rows when Tiger's
+    RMS is per row: its ``given_rms`` is sliced alongside). A tensor with a non-contiguous
+    member, or no larger than a block, is one block as it is."""
+    tensors: Tensors4 = (e.theta, e.grad, e.exp_avg, e.comp)
+    n = e.theta.numel()
+    if n <= BLOCK or not all(t is None or t.is_contiguous() for t in tensors):
+        return [(tensors, per)]
+    rms = per.get("given_rms")
+    rows = rms.numel() if isinstance(rms, Tensor) and rms.dim() > 0 else n
+    if rows != n:
+        rms = rms.reshape(rows, 1)
+    shape = (rows, n // rows) if rows != n else (n,)
+    flat = [None if t is None else t.view(shape) for t in tensors]
+    step = max(1, BLOCK * rows // n)
+    blocks = []
+    for start in range(0, rows, step):
+        args = dict(per)
+        if rows != n:
+            args["given_rms"] = rms[start:start + step]
+        views = tuple(None if t is None else t[start:start + step] for t in flat)
+        blocks.append((views, args))
+    return blocks
+
+
+def _batches(blocks: list[tuple[Tensors4, dict[str, Any]]]
+             ) -> list[list[tuple[Tensors4, dict[str, Any]]]]:
+    """Consecutive blocks in lists of at most :data:`BLOCK` elements in all (a larger block
+    alone): the foreach path's lists, so that one list's temporaries stay in cache together."""
+    batches: list[list[tuple[Tensors4, dict[str, Any]]]] = []
+    size = BLOCK
+    for block in blocks:
+        n = block[0][0].numel()
+        if size + n > BLOCK:
+            batches.append([])
+            size = 0
+        batches[-1].append(block)
+        size += n
+    return batches
 
 
 def _store(ops: Any, update: Update, theta: Any, exp_avg: Any, comp: Any) -> None:

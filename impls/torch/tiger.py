@@ -151,11 +151,15 @@ class Tiger(SignOptimizer):
         else:
             flag = None if fused else bool(nan_flag(e.grad, group["nan_check"]))
         (per if fused else uniform)["nan"] = flag
+        if not fused and uniform["last"] and group["role"] in ("weight", "embedding"):
+            # the eager paths take the RMS of the whole tensor (or row) before they step it
+            # block by block; the same expression as inside the math
+            per["given_rms"] = master_rms(e.theta, e.comp, e.compute, dims, per["rms_divisor"])
         return uniform, per
 
     def _prepare_fused(self, flats: list[Tensor | None], given: dict[str, Any],
                        consts: dict[str, Any], hp: Tensor,
-                       layout: tuple[tuple[str, bool], ...]) -> None:
+                       layout: tuple[str, ...]) -> None:
         # The RMS (weight and embedding roles) is computed outside the kernel, by the same eager
         # expression as the other paths (:func:`._math.rms`), and passed in. The kernel is then
         # purely elementwise, hence bit-identical to the for-loop on CPU; the reduction costs the
@@ -163,7 +167,7 @@ class Tiger(SignOptimizer):
         # inductor 2.13 CPU bug: outer-loop fusion with the momentum store, "KeyError: 'bufN'".)
         if consts["last"] and consts["role"] in ("weight", "embedding"):
             theta, _, _, comp = flats
-            divisor = hp[[name for name, _ in layout].index("rms_divisor")]
+            divisor = hp[layout.index("rms_divisor")]
             given["given_rms"] = master_rms(theta, comp, hp.dtype, consts["rms_dims"], divisor)
 
     def _after_group(self, group: dict[str, Any], entries: list[Entry]) -> None:

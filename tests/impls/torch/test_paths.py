@@ -120,6 +120,60 @@ def test_foreach_tiger_global_nan_scope_matches_the_for_loop():
     assert all(same_bits(a, b) for a, b in zip(loop, each, strict=True))
 
 
+def _blocked_run(cls, dtype, block, monkeypatch, **kw):
+    """Four contiguous tensors (a Tiger embedding among them) stepped with eager blocks of
+    ``block`` elements."""
+    monkeypatch.setattr("lionspec.impls.torch._optimizer.BLOCK", block)
+    g = torch.Generator().manual_seed(0)
+    ps = [torch.randn(shape, generator=g).to(dtype) for shape in ((17, 5), (40,), (9, 4), (30,))]
+    if cls is Tiger:
+        groups = [{"params": [p], "role": r}
+                  for p, r in zip(ps, ["weight", "bias", "embedding", "scale"], strict=True)]
+    else:
+        groups = [{"params": ps}]
+    opt = cls(groups, lr=0.01, weight_decay=0.1, **kw)
+    for step in range(4):
+        _grads(ps, step)
+        opt.step()
+    return ps, opt
+
+
+@pytest.mark.parametrize("path", [dict(foreach=False), dict(foreach=True)],
+                         ids=["forloop", "foreach"])
+@pytest.mark.parametrize(("dtype", "extra"), [(torch.float32, {}),
+                                              (torch.bfloat16, {"compensated": True})],
+                         ids=["fp32", "bf16-compensated"])
+@pytest.mark.parametrize("cls", [Lion, Signum, Tiger])
+def test_eager_blocks_are_bit_identical_to_whole_tensors(cls, dtype, extra, path, monkeypatch):
+    """The eager paths step large tensors in blocks (``_optimizer.BLOCK``, whole rows for
+    Tiger's embeddings); blocks of 16 elements (3 rows of 5, 4 rows of 4) give the bits of
+    whole tensors."""
+    kw = {**path, **extra, **({"accumulation_steps": 2} if cls is Tiger else {})}
+    whole, opt_w = _blocked_run(cls, dtype, 1 << 30, monkeypatch, **kw)
+    blocked, opt_b = _blocked_run(cls, dtype, 16, monkeypatch, **kw)
+    for a, b in zip(whole, blocked, strict=True):
+        assert same_bits(a, b)
+        for key in opt_w.state[a]:
+            assert same_bits(opt_w.state[a][key], opt_b.state[b][key]), key
+    assert not same_bits(whole[0], torch.randn(17, 5).to(dtype))  # sanity: it moved
+
+
+def test_eager_blocks_cover_every_element_once(monkeypatch):
+    """Known-bad guard for the block split itself: every element is in exactly one block, and
+    a per-row RMS is sliced with its rows."""
+    from lionspec.impls.torch._optimizer import Entry, _blocks
+
+    theta = torch.arange(36.0).reshape(9, 4)
+    e = Entry(theta, theta, theta.clone(), theta.clone(), None, {})
+    rms = torch.arange(9.0).reshape(9, 1)
+    monkeypatch.setattr("lionspec.impls.torch._optimizer.BLOCK", 10)
+    blocks = _blocks(e, {"given_rms": rms})
+    assert [b[0][0].shape for b in blocks] == [(2, 4)] * 4 + [(1, 4)]
+    assert torch.equal(torch.cat([b[0][0] for b in blocks]), theta)
+    assert all(torch.equal(args["given_rms"].view(-1), views[0][:, 0] / 4)
+               for views, args in blocks)
+
+
 # ------------------------------------------------------------------------------------------
 # fused
 
