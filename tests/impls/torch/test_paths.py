@@ -336,7 +336,7 @@ def test_importing_the_package_imports_neither_triton_nor_inductor():
 
 def test_fused_compiles_once_per_key_not_per_step_lr_size_or_instance():
     p = torch.randn(64)
-    opt = Lion([p], lr=0.01, fused=True)
+    opt = Lion([p], lr=0.01, weight_decay=0.1, fused=True)
     p.grad = torch.randn(64)
     opt.step()  # compiles (or reuses this session's compiled Lion fp32 kernel)
     graphs = unique_graphs()
@@ -351,6 +351,22 @@ def test_fused_compiles_once_per_key_not_per_step_lr_size_or_instance():
     other = Lion([q], lr=torch.tensor(5e-3), betas=(0.8, 0.9), weight_decay=0.3, fused=True)
     q.grad = torch.randn(13, 17)
     other.step()
-    opt.param_groups[0]["lr"] = 0.0
+    assert unique_graphs() == graphs
+
+
+def test_fused_compiles_an_exactly_zero_lr_once():
+    """lr == 0 is part of the compile key (the θ update is absent from that kernel): a warm-up
+    from 0 compiles that variant once, and switching back and forth compiles nothing more."""
+    p = torch.randn(64)
+    opt = Lion([p], lr=0.0, weight_decay=0.1, fused=True)
+    p.grad = torch.randn(64)
+    before = p.clone()
     opt.step()
+    assert same_bits(p, before)  # lr == 0: θ untouched
+    opt.param_groups[0]["lr"] = 0.01
+    opt.step()
+    graphs = unique_graphs()
+    for lr in (0.0, 0.02, 0.0, 0.03):
+        opt.param_groups[0]["lr"] = lr
+        opt.step()
     assert unique_graphs() == graphs
