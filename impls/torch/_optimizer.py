@@ -37,6 +37,10 @@ MOMENTUM_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch
                                             torch.float64)
 _NARROW = (torch.float16, torch.bfloat16)
 _FOREACH_DEVICES = ("cuda", "xpu")
+#: devices whose ``fused=True`` runs the Triton kernels (:mod:`lionspec.impls.triton`); tests add
+#: "cpu" to run them through Triton's interpreter
+_TRITON_DEVICES: tuple[str, ...] = ("cuda",)
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def lr_value(lr: Any, name: str = "lr") -> float:
@@ -264,7 +268,24 @@ class SignOptimizer(Optimizer):
                                                     comps if key[3] else None, **kwargs, **per)
                 _store(ListOps, update, thetas, exp_avgs, comps if key[3] else None)
 
+    def _triton_step(self, group: dict[str, Any], entries: list[Entry]) -> bool:
+        """Step ``entries`` with the Triton kernels; ``False`` if this algorithm or group option
+        has no Triton path (then the compiled path runs)."""
+        return False
+
+    @staticmethod
+    def _triton_ready(e: Entry) -> bool:
+        """Whether the Triton kernels take this entry: a real, uncompensated parameter on a
+        Triton device, θ, g and m contiguous in fp32/fp16/bf16."""
+        tensors = (e.theta, e.grad, e.exp_avg)
+        return (e.comp is None and not e.param.is_complex()
+                and e.theta.device.type in _TRITON_DEVICES
+                and all(t.dtype in _TRITON_DTYPES and t.is_contiguous() for t in tensors))
+
     def _fused(self, group: dict[str, Any], live: list[Entry], hyper: dict[str, Any]) -> None:
+        ready = [e for e in live if self._triton_ready(e)]
+        if ready and self._triton_step(group, ready):
+            live = [e for e in live if not self._triton_ready(e)]
         packed: dict[tuple[Any, ...], tuple[Tensor, tuple[str, ...], dict]] = {}
         calls: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
         for e in live:

@@ -24,7 +24,7 @@ import torch
 
 from lionspec.spec._validate import check_beta
 
-from ._optimizer import SignOptimizer, lr_value
+from ._optimizer import Entry, SignOptimizer, lr_value
 
 __all__ = ["Lion"]
 
@@ -75,3 +75,13 @@ class Lion(SignOptimizer):
         return {"lr": lr, "beta1": beta1, "w1": 1.0 - beta1, "beta2": beta2, "w2": 1.0 - beta2,
                 "keep": keep, "lr_zero": lr == 0.0, "beta1_zero": beta1 == 0.0,
                 "beta2_zero": beta2 == 0.0, "keep_zero": keep == 0.0, "keep_one": keep == 1.0}
+
+    def _triton_step(self, group: dict[str, Any], entries: list[Entry]) -> bool:
+        from lionspec.impls.triton import lion_step_
+
+        beta1, beta2 = (float(b) for b in group["betas"])
+        lion_step_([e.theta for e in entries], [e.grad for e in entries],
+                   [e.exp_avg for e in entries], lr=lr_value(group["lr"]), beta1=beta1,
+                   beta2=beta2, weight_decay=float(group["weight_decay"]),
+                   maximize=group["maximize"])
+        return True

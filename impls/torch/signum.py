@@ -25,7 +25,7 @@ import torch
 
 from lionspec.spec._validate import check_beta
 
-from ._optimizer import SignOptimizer, lr_value
+from ._optimizer import Entry, SignOptimizer, lr_value
 
 __all__ = ["Signum"]
 
@@ -57,3 +57,12 @@ class Signum(SignOptimizer):
         keep = 1.0 - lr * float(group["weight_decay"])
         return {"lr": lr, "beta": beta, "w": 1.0 - beta, "keep": keep, "lr_zero": lr == 0.0,
                 "beta_zero": beta == 0.0, "keep_zero": keep == 0.0, "keep_one": keep == 1.0}
+
+    def _triton_step(self, group: dict[str, Any], entries: list[Entry]) -> bool:
+        from lionspec.impls.triton import signum_step_
+
+        signum_step_([e.theta for e in entries], [e.grad for e in entries],
+                     [e.exp_avg for e in entries], lr=lr_value(group["lr"]),
+                     beta=float(group["momentum"]), weight_decay=float(group["weight_decay"]),
+                     maximize=group["maximize"])
+        return True

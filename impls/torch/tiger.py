@@ -170,6 +170,25 @@ class Tiger(SignOptimizer):
             divisor = hp[layout.index("rms_divisor")]
             given["given_rms"] = master_rms(theta, comp, hp.dtype, consts["rms_dims"], divisor)
 
+    def _triton_step(self, group: dict[str, Any], entries: list[Entry]) -> bool:
+        # the kernels' global NaN flag spans one call only; a global scope across groups stays
+        # on the compiled path
+        if group["nan_scope"] == "global":
+            return False
+        from lionspec.impls.triton import tiger_step_
+
+        by_step: dict[int, list[Entry]] = {}
+        for e in entries:  # the kernels take one micro-step counter per call
+            by_step.setdefault(int(e.state["step"]), []).append(e)
+        for t, es in by_step.items():
+            tiger_step_([e.theta for e in es], [e.grad for e in es], [e.exp_avg for e in es],
+                        lr=lr_value(group["lr"]), step=t, beta=float(group["beta"]),
+                        weight_decay=float(group["weight_decay"]), roles=group["role"],
+                        accumulation_steps=group["accumulation_steps"],
+                        shrink_ratio=float(group["shrink_ratio"]), nan_check=group["nan_check"],
+                        maximize=group["maximize"])
+        return True
+
     def _after_group(self, group: dict[str, Any], entries: list[Entry]) -> None:
         for e in entries:
             e.state["step"] += 1
