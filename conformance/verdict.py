@@ -36,6 +36,7 @@ import numpy as np
 from lionspec import spec
 from lionspec.spec import bounds
 from lionspec.spec.formats import get_format, round_to
+from lionspec.spec.variations import VARIATIONS
 
 __all__ = ["AMBIGUOUS", "EXACT", "FAILURE", "VERDICT_NAMES", "WITHIN", "Arithmetic",
            "StepVerdict", "judge_step"]
@@ -180,12 +181,20 @@ def _classify_values(obs: np.ndarray, want: np.ndarray, bound: np.ndarray, stora
 
 
 def judge_step(algorithm: str, param: Any, grad: Any, exp_avg: Any, new_param: Any,
-               new_exp_avg: Any, *, hyper: dict[str, Any], arithmetic: Arithmetic) -> StepVerdict:
+               new_exp_avg: Any, *, hyper: dict[str, Any], arithmetic: Arithmetic,
+               variation: str = "canonical") -> StepVerdict:
     """Judge one step of ``algorithm`` ("lion", "signum", "tiger") per element.
 
     ``param``, ``grad``, ``exp_avg`` are the step's exact inputs and ``new_param``,
     ``new_exp_avg`` its outputs, all as float64 arrays of the stored values; ``hyper`` are the
     keyword arguments of the spec's step function (Tiger's include ``step`` and ``role``).
+
+    ``variation`` (a name of :data:`lionspec.spec.VARIATIONS`) replaces the spec's expected
+    values by that variation's, keeping the canonical bounds: this is how the conformance suite
+    *diagnoses* a deviation ("consistent with coupled L2 weight decay"), not a verdict of
+    conformance. The bounds then stand for the same evaluation of a slightly different
+    expression (θ·k − η·s with another k, or another s), which they cover as long as |θ| and η
+    are of the same size, as they are in every variation.
     """
     if algorithm not in ("lion", "signum", "tiger"):
         raise ValueError(f"algorithm must be 'lion', 'signum' or 'tiger', got {algorithm!r}")
@@ -194,7 +203,10 @@ def judge_step(algorithm: str, param: Any, grad: Any, exp_avg: Any, new_param: A
                                  for x in (param, grad, exp_avg, new_param, new_exp_avg))
     shape = theta.shape
     step_fn = {"lion": spec.lion_step, "signum": spec.signum_step, "tiger": spec.tiger_step}
-    want_p, want_m = step_fn[algorithm](theta, g, m, **hyper)
+    if variation == "canonical":
+        want_p, want_m = step_fn[algorithm](theta, g, m, **hyper)
+    else:
+        want_p, want_m = VARIATIONS[variation].step(algorithm, theta, g, m, **hyper)
     tiger_rule = algorithm == "tiger" and bool(np.isnan(g).any())
     tiger_hold = algorithm == "tiger" and not tiger_rule and (
         (hyper["step"] + 1) % hyper.get("accumulation_steps", 1) != 0)
@@ -246,7 +258,8 @@ def judge_step(algorithm: str, param: Any, grad: Any, exp_avg: Any, new_param: A
              "NaN-rule shrink outside the bound", pb)
     else:
         p_codes, flips, pb = _judge_param(flat, decision, eta.reshape(-1), lam,
-                                          eta_extra.reshape(-1), a)
+                                          eta_extra.reshape(-1), a,
+                                          diagnosing=variation != "canonical")
         fail("param", flips, flat["obs_p"], flat["want_p"],
              "sign flip where |decision| exceeds its bound", pb)
         fail("param", (p_codes == FAILURE) & ~flips, flat["obs_p"], flat["want_p"],
@@ -266,10 +279,20 @@ def _bitwise(obs: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 
 def _judge_param(flat: dict[str, np.ndarray], decision: tuple[np.ndarray, ...], eta: np.ndarray,
-                 lam: float, eta_extra: np.ndarray, a: Arithmetic
+                 lam: float, eta_extra: np.ndarray, a: Arithmetic, diagnosing: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Codes for θ' where the sign decision matters; returns (codes, hard sign flips, bound)."""
+    """Codes for θ' where the sign decision matters; returns (codes, hard sign flips, bound).
+
+    ``diagnosing`` (judging against a variation): where the canonical sign is NaN but the
+    variation's θ' is finite (a NaN policy other than propagation), the direction the variation
+    took is read back from its θ' (−1, 0 or +1) and judged like any other.
+    """
     d, sign, c_bound = (x.reshape(-1) for x in decision)
+    if diagnosing:
+        th, wp = flat["theta"], flat["want_p"]
+        with np.errstate(all="ignore"):
+            taken = np.clip(np.round((th * (1.0 - eta * lam) - wp) / eta), -1.0, 1.0)
+        sign = np.where(~np.isfinite(sign) & np.isfinite(wp) & (eta > 0), taken, sign)
     th, ob, wp = flat["theta"], flat["obs_p"], flat["want_p"]
     codes = np.full(th.shape, FAILURE, dtype=np.int8)
     bound = np.zeros(th.shape)
