@@ -1,0 +1,1 @@
+"""Tests of lionspec.impls.jax: optax transformations checked against the spec."""
