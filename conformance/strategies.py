@@ -80,15 +80,19 @@ def explore(settings: Any, draw_case: Callable[[Any], Any], judge: Callable[[Any
     Returns ``(first minimal failing result or None, examples run, hypothesis's report)``; the
     report holds the labelled draws of the falsifying example.
     """
-    from hypothesis import HealthCheck, given, reporting, seed
+    from hypothesis import HealthCheck, Phase, given, reporting, seed
     from hypothesis import settings as hsettings
 
     st = _st()
     count = [0]
     found: list[Any] = []
 
+    phases = tuple(Phase) if getattr(settings, "shrink", True) else \
+        tuple(p for p in Phase if p != Phase.shrink)
+
     @hsettings(max_examples=settings.max_examples, derandomize=settings.derandomize,
-               database=None, deadline=None, print_blob=False,
+               phases=phases,
+               database=None, deadline=None, print_blob=False, report_multiple_bugs=False,
                suppress_health_check=list(HealthCheck))
     @given(st.data())
     def prop(data: Any) -> None:

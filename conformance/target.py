@@ -31,6 +31,7 @@ evaluates a step, which variations it implements, what it supports). :func:`reso
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -259,10 +260,19 @@ class TorchOptimizer:
 
         opt, params = self.new(case)
         if case.exp_avgs is not None:
+            # a step that must not move θ: lr 0 and no decay (lr-independent decay would move
+            # it), zero gradients; then the momenta are overwritten
+            decays = [g.get("weight_decay") for g in opt.param_groups]
             self.set_lr(opt, 0.0)
+            for group in opt.param_groups:
+                if "weight_decay" in group:
+                    group["weight_decay"] = 0.0
             for p in params:
                 p.grad = torch.zeros_like(p)
             opt.step()
+            for group, wd in zip(opt.param_groups, decays, strict=True):
+                if wd is not None:
+                    group["weight_decay"] = wd
             if any(not np.array_equal(_f64(p), v) for p, v in zip(params, case.params,
                                                                   strict=True)):
                 raise AdapterError("a step with lr = 0 and zero gradients moved θ: cannot "
@@ -279,9 +289,9 @@ class TorchOptimizer:
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
             opt.step()
-            trace.grads_intact &= all(torch.equal(a.view(-1).view(torch.uint8),
-                                                  b.view(-1).view(torch.uint8))
-                                      for a, b in zip(grads, copies, strict=True))
+            trace.grads_intact &= all(a.numel() == 0 or torch.equal(
+                a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+                for a, b in zip(grads, copies, strict=True))
             trace.params.append([_f64(p) for p in params])
             trace.momenta.append(self.momenta(opt, params))
         return trace
@@ -337,8 +347,9 @@ def _find_mu(state: Any) -> Any:
 class Optax:
     """An optax-style ``GradientTransformation`` factory as a target.
 
-    ``factory(hyper, learning_rate)`` returns the transformation; ``learning_rate`` is a callable
-    of the step count that returns the case's per-step lr (so lr changes are schedules).
+    ``factory(case, learning_rate)`` returns the transformation for ``case`` (read its
+    ``hyper``); ``learning_rate`` is the case's lr, or a schedule (a callable of the step count)
+    when the lr changes per step.
     Parameters are a list of arrays; updates are applied with ``optax.apply_updates``.
     """
 
@@ -459,13 +470,20 @@ def resolve(spec: str, algorithm: str, profile: Profile | None = None) -> Target
                   installed_version(spec.partition(":")[0]))
 
 
+@functools.cache
+def _distributions() -> Mapping[str, list[str]]:
+    from importlib import metadata
+
+    return metadata.packages_distributions()
+
+
 def installed_version(module: str) -> str:
     """The installed distribution version of the package that provides ``module`` ("" if
     unknown)."""
     from importlib import metadata
 
     top = module.split(".")[0]
-    for dist in metadata.packages_distributions().get(top, [top]):
+    for dist in _distributions().get(top, [top]):
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -159,8 +159,13 @@ def _eta_lambda(algorithm: str, theta: np.ndarray, hyper: dict[str, Any], a: Ari
         return eta, 0.0, np.zeros(theta.shape)
     n = theta.shape[-1] if role == "embedding" and theta.ndim else max(theta.size, 1)
     u = get_format(a.compute).u
+    # rms_relative_error covers fl(sqrt(fl(S / n))). Implementations also write fl(fl(√S) / fl(√n))
+    # (torch's vector_norm divided by √n): the rounding of √n and the division replace the one
+    # of S / n, i.e. at most 1.5u more on the RMS. Squares that underflow add at most
+    # n·(ε/2)/S <= u relative where S >= n·tiny (implementations rescale below that, as the
+    # bound's own precondition asks). With the rounding of η = fl(rms·α): 1.5u + u + u = 3.5u.
     rel = (bounds.rms_relative_error(n, compute=a.compute, summation_depth=a.rms_summation_depth)
-           + float(bounds.coefficient_error(lr, a.compute)) / lr + u if lr else 0.0)
+           + float(bounds.coefficient_error(lr, a.compute)) / lr + 3.5 * u if lr else 0.0)
     rel += spec.RMS_REL_ERR
     extra = rel * (1 + 2 * rel) * eta * (1.0 + wd * np.abs(theta))
     return eta, float(wd), extra
@@ -207,7 +212,10 @@ def judge_step(algorithm: str, param: Any, grad: Any, exp_avg: Any, new_param: A
         want_p, want_m = step_fn[algorithm](theta, g, m, **hyper)
     else:
         want_p, want_m = VARIATIONS[variation].step(algorithm, theta, g, m, **hyper)
-    tiger_rule = algorithm == "tiger" and bool(np.isnan(g).any())
+    var = VARIATIONS[variation]
+    policy = var.nan_policy or ("shrink" if algorithm == "tiger" else "propagate")
+    flagged = np.isnan(g).any() if var.nan_check == "nan" else not np.isfinite(g).all()
+    tiger_rule = algorithm == "tiger" and policy == "shrink" and bool(flagged)
     tiger_hold = algorithm == "tiger" and not tiger_rule and (
         (hyper["step"] + 1) % hyper.get("accumulation_steps", 1) != 0)
     with np.errstate(all="ignore"):

@@ -10,6 +10,7 @@ judged from the target's *own* stored inputs, so one legitimate sign flip cannot
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from lionspec import spec
 from lionspec.spec.formats import round_to
 from lionspec.spec.variations import VARIATIONS
 
+from ..ftz import judge_step_ftz
 from ..target import AdapterError, Case, Target, Trace
 from ..verdict import VERDICT_NAMES, judge_step
 
@@ -32,7 +34,8 @@ PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
 @dataclass(frozen=True)
 class Settings:
     """How hard a suite profile looks: hypothesis examples, steps per trace, tensor sizes,
-    whether draws are derandomized (reproducible run to run), and the base seed."""
+    whether draws are derandomized (reproducible run to run), the base seed, and whether a
+    failing case is shrunk to a minimal one (a drawn case is reported either way)."""
 
     name: str
     max_examples: int
@@ -41,6 +44,7 @@ class Settings:
     derandomize: bool
     seed: int = 0
     resyncs: int = 3
+    shrink: bool = True
 
 
 @dataclass
@@ -117,6 +121,9 @@ class Check:
                 result = self.fn(ctx)
             except AdapterError as exc:
                 result = CheckResult(self.id, ERROR, f"the target could not run: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a target's crash is its result, not ours
+                result = CheckResult(self.id, ERROR, f"the target raised {type(exc).__name__}: "
+                                     f"{exc}", lines=traceback.format_exc(limit=6).splitlines())
         result.seconds = time.perf_counter() - start
         return result
 
@@ -152,9 +159,18 @@ class TraceVerdict:
         return not self.failing_steps
 
 
+def _hyper(case: Case, t: int, i: int, variation: str) -> dict[str, Any]:
+    """The spec's keyword arguments; ``decay:lr_independent`` divides by the lr the target was
+    constructed with (as every implementation of it found does), not the step's."""
+    hyper = case.spec_hyper(t, i)
+    if variation == "decay:lr_independent":
+        hyper["lr_max"] = case.lr_at(0)
+    return hyper
+
+
 def _spec_momentum(case: Case, t: int, i: int, theta: np.ndarray, m: np.ndarray,
                    variation: str) -> np.ndarray:
-    hyper = case.spec_hyper(t, i)
+    hyper = _hyper(case, t, i, variation)
     if variation == "canonical":
         step = {"lion": spec.lion_step, "signum": spec.signum_step,
                 "tiger": spec.tiger_step}[case.algorithm]
@@ -183,13 +199,15 @@ def judge_trace(case: Case, trace: Trace, target: Target, *, variation: str = "c
             new_m_obs = trace.momenta[t + 1][i] if trace.momenta[t + 1] is not None else None
             with np.errstate(all="ignore"):
                 want_m = _spec_momentum(case, t, i, theta, m, variation)
-            carried.append(new_m_obs if new_m_obs is not None else want_m)
+            carried.append(new_m_obs if new_m_obs is not None
+                           else round_to(want_m, arithmetic.momentum_dtype))
             if steps is not None and t not in steps:
                 continue
-            v = judge_step(case.algorithm, theta, g, m, trace.params[t + 1][i],
-                           want_m if new_m_obs is None else new_m_obs,
-                           hyper=case.spec_hyper(t, i), arithmetic=arithmetic,
-                           variation=variation)
+            judge = judge_step_ftz if target.profile.ftz else judge_step
+            v = judge(case.algorithm, theta, g, m, trace.params[t + 1][i],
+                      want_m if new_m_obs is None else new_m_obs,
+                      hyper=_hyper(case, t, i, variation), arithmetic=arithmetic,
+                      variation=variation)
             for codes in (v.param, v.exp_avg if new_m_obs is not None else np.array([])):
                 for code, name in VERDICT_NAMES.items():
                     totals[name] += int(np.count_nonzero(codes == code))

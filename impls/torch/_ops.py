@@ -20,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,9 +108,21 @@ class TensorOps:
         result does not depend on the memory layout of the parameter.
         """
         x = x.contiguous()
-        if dims is None:
-            return torch.linalg.vector_norm(x)
-        return torch.linalg.vector_norm(x, dim=dims, keepdim=True)
+        out = _plain_norm(x, dims)
+        # The plain sum of squares is accurate (relative error <= u beyond the summation's own)
+        # while S >= n·tiny; below, squares underflow (θ = 1e-300 in float64 has norm 0), and
+        # past the top they overflow. Those tensors (rows) are redone scaled by a power of two,
+        # which is exact, so that the largest |x| is in [0.5, 1).
+        count = x.numel() if dims is None else math.prod(x.shape[d] for d in dims)
+        tiny = torch.finfo(x.dtype).tiny
+        redo = (out < math.sqrt(max(count, 1) * tiny)) | torch.isinf(out)
+        if not bool(redo.any()):
+            return out
+        amax = x.abs().amax() if dims is None else x.abs().amax(dim=dims, keepdim=True)
+        usable = torch.isfinite(amax) & (amax > 0)
+        exponent = torch.where(usable, torch.frexp(amax).exponent, 0)
+        scaled = _plain_norm(torch.ldexp(x, -exponent), dims)
+        return torch.where(redo & usable, torch.ldexp(scaled, exponent), out)
 
     @staticmethod
     def zero_where_nonfinite_(x: Tensor, reference: Tensor) -> Tensor:
@@ -120,6 +133,12 @@ class TensorOps:
         """Write ``value`` into ``dst`` (rounding once into ``dst``'s dtype)."""
         if value is not dst:
             dst.copy_(value)
+
+
+def _plain_norm(x: Tensor, dims: tuple[int, ...] | None) -> Tensor:
+    if dims is None:
+        return torch.linalg.vector_norm(x)
+    return torch.linalg.vector_norm(x, dim=dims, keepdim=True)
 
 
 def _per(a: Any, n: int) -> Sequence[Any]:

@@ -102,3 +102,23 @@ BROKEN: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "single-step": ("lion", {"_sign_fn": _where_sign}, None),
     "multi-step": ("signum", {"_order": "old-momentum"}, None),
 }
+
+
+# targets for the runner tests, importable as tests.conformance._impls:NAME
+lion_reference = functional("lion")
+lion_nan_freeze = functional("lion", _nan="freeze")
+
+
+def lion_hangs(*args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A target that never returns (the runner must time it out)."""
+    import time
+
+    time.sleep(3600)
+    raise AssertionError("unreachable")
+
+
+def lion_crashes(*args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A target that kills its process (the runner must report it, not die)."""
+    import os
+
+    os.abort()

@@ -40,3 +40,12 @@ def test_each_core_check_catches_its_known_bad(check_id):
 def test_every_registered_check_has_a_doc_paragraph():
     for check in CHECKS.values():
         assert len(check.doc) > 80, check.id
+
+
+def test_the_ci_profile_shrinks_a_failure_to_a_minimal_case():
+    """quick reports the case as drawn; ci and thorough shrink it (here: to one element)."""
+    algorithm, knobs, _ = _impls.BROKEN["single-step"]
+    bad = _impls.target(algorithm, **knobs)
+    result = run_suite(bad, profile="ci", checks=["single-step"]).results[0]
+    assert result.status == "fail"
+    assert "shape (1,)" in result.repro.splitlines()[1], result.repro

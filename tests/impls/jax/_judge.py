@@ -4,7 +4,7 @@ XLA:CPU runs with the x86 FTZ and DAZ bits set (jax-ml/jax#16200, "working as in
 ``xla_cpu_ftz`` flag does not change it): a subnormal *operand* of the compute format reads as
 ±0, and a result that would be subnormal is flushed to ±0. lionspec's bounds assume gradual
 underflow (docs/bounds.md: "flush-to-zero hardware is a declared variation"), so the judge is
-given that variation explicitly, derived, not tuned:
+given that variation explicitly (lionspec.conformance.ftz), derived, not tuned:
 
 * DAZ: the step is judged from the inputs the implementation reads, i.e. with every value below
   the compute format's smallest normal λmin replaced by a zero of the same sign (:func:`daz`).
@@ -21,33 +21,12 @@ given that variation explicitly, derived, not tuned:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from lionspec.conformance.verdict import FAILURE, Arithmetic, StepVerdict, judge_step
-from lionspec.spec.formats import Format
+from lionspec.conformance.ftz import FTZ, FlushToZero, daz, judge_step_ftz
+from lionspec.conformance.verdict import Arithmetic, StepVerdict
 
-
-@dataclass(frozen=True)
-class FlushToZero(Format):
-    """A compute format whose results below λmin are flushed to zero: ε = λmin."""
-
-    @property
-    def underflow_error(self) -> float:
-        return self.tiny
-
-
-FTZ = {"float32": FlushToZero("float32+ftz", 24, -126, 127),
-       "float64": FlushToZero("float64+ftz", 53, -1022, 1023)}
-
-
-def daz(x: np.ndarray, compute: str) -> np.ndarray:
-    """The values an operand-flushing (DAZ) unit reads: |x| < λmin becomes ±0."""
-    tiny = FTZ[compute].tiny
-    x = np.asarray(x, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        return np.where(np.abs(x) < tiny, np.copysign(0.0, x), x)
+__all__ = ["FTZ", "FlushToZero", "arithmetic", "daz", "judge"]
 
 
 def arithmetic(param: str, momentum: str, compute: str, storage_roundings: int = 1
@@ -63,20 +42,6 @@ def arithmetic(param: str, momentum: str, compute: str, storage_roundings: int =
 def judge(algorithm: str, theta: np.ndarray, grad: np.ndarray, mu: np.ndarray,
           new_theta: np.ndarray, new_mu: np.ndarray, *, hyper: dict, param: str, momentum: str,
           compute: str, storage_roundings: int = 1) -> StepVerdict:
-    """judge_step from the DAZ-read inputs with the FTZ arithmetic; an element with a subnormal
-    input may instead conform with its inputs as given (see the module docstring)."""
-    a = arithmetic(param, momentum, compute, storage_roundings)
-    raw = [np.asarray(x, dtype=np.float64) for x in (theta, grad, mu)]
-    read = [daz(x, compute) for x in raw]
-    v = judge_step(algorithm, *read, new_theta, new_mu, hyper=hyper, arithmetic=a)
-    changed = np.zeros(raw[0].shape, dtype=bool)
-    for x, y in zip(raw, read, strict=True):
-        changed |= x.view(np.uint64) != y.view(np.uint64)
-    if v.ok or not changed.any():
-        return v
-    w = judge_step(algorithm, *raw, new_theta, new_mu, hyper=hyper, arithmetic=a)
-    param = np.where(changed & (w.param != FAILURE), w.param, v.param)
-    exp_avg = np.where(changed & (w.exp_avg != FAILURE), w.exp_avg, v.exp_avg)
-    merged = StepVerdict(algorithm, param, exp_avg, v.lines)
-    return merged if not merged.ok else StepVerdict(algorithm, param, exp_avg,
-                                                    [*v.lines, "(as given:)", *w.lines])
+    """judge_step under XLA:CPU's FTZ/DAZ (:func:`lionspec.conformance.ftz.judge_step_ftz`)."""
+    return judge_step_ftz(algorithm, theta, grad, mu, new_theta, new_mu, hyper=hyper,
+                          arithmetic=arithmetic(param, momentum, compute, storage_roundings))
