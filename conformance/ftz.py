@@ -39,9 +39,12 @@ class FlushToZero(Format):
         return self.tiny
 
 
-#: The flush-to-zero twins of the compute formats.
+#: The flush-to-zero twins of the compute formats. bfloat16 arithmetic runs in float32 units,
+#: so its subnormals (float32's) are flushed as well; float16's subnormals are normal float32
+#: numbers, so float16 is not affected (judged as usual).
 FTZ = {"float32": FlushToZero("float32+ftz", 24, -126, 127),
-       "float64": FlushToZero("float64+ftz", 53, -1022, 1023)}
+       "float64": FlushToZero("float64+ftz", 53, -1022, 1023),
+       "bfloat16": FlushToZero("bfloat16+ftz", 8, -126, 127)}
 
 
 def daz(x: np.ndarray, compute: str) -> np.ndarray:
@@ -59,6 +62,9 @@ def judge_step_ftz(algorithm: str, theta: Any, grad: Any, exp_avg: Any, new_thet
     an element with a subnormal input may instead conform with its inputs as given."""
     compute = arithmetic.compute if isinstance(arithmetic.compute, str) else \
         arithmetic.compute.name.removesuffix("+ftz")
+    if compute not in FTZ:  # float16: no subnormal of it is subnormal in float32
+        return judge_step(algorithm, theta, grad, exp_avg, new_theta, new_exp_avg, hyper=hyper,
+                          arithmetic=arithmetic, variation=variation)
     # a float64 result stored as float32 converts under FTZ too (cvtsd2ss flushes)
     storage = {k: FTZ[v] for k, v in (("param_storage", arithmetic.param_dtype),
                                        ("momentum_storage", arithmetic.momentum_dtype))

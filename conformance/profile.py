@@ -43,8 +43,8 @@ class Profile:
     """How a target evaluates a step, what it deviates in, and what it supports.
 
     * ``compute``: ``"auto"`` (float64 when the parameter or momentum is float64, else float32:
-      what lionspec's torch optimizers do), ``"param"`` (in the parameter's own dtype), or a
-      dtype name;
+      what lionspec's torch optimizers do), ``"param"`` (in the parameter's own dtype, promoted
+      with a different momentum dtype as array libraries promote), or a dtype name;
     * ``c_form``, ``param_form``, ``storage_roundings``, ``rms_summation_depth``: as
       :class:`~lionspec.conformance.verdict.Arithmetic`;
     * ``fma``, ``ftz``: known use of fused multiply-add / flush-to-zero (``None``: unknown;
@@ -87,8 +87,11 @@ class Profile:
         return capability in self.capabilities
 
     def compute_for(self, param_dtype: str, momentum_dtype: str | None) -> str:
-        if self.compute == "param":
-            return param_dtype
+        if self.compute == "param":  # the parameter's dtype, promoted with the momentum's
+            if momentum_dtype is None or momentum_dtype == param_dtype:
+                return param_dtype
+            wide = [d for d in ("float64", "float32") if d in (param_dtype, momentum_dtype)]
+            return wide[0] if wide else "float32"  # float16 with bfloat16: float32
         if self.compute == "auto":
             return "float64" if "float64" in (param_dtype, momentum_dtype) else "float32"
         return self.compute

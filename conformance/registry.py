@@ -97,6 +97,36 @@ for _cls, _alg in (("Lion", "lion"), ("Signum", "signum"), ("Tiger", "tiger")):
                        _ours_torch(_cls, _path), f"lionspec.impls.torch.{_cls}({_args})",
                        ours=True))
 
+# The Triton kernels, through the torch optimizers' fused path: on CUDA when there is one, else
+# through Triton's interpreter on the CPU (bfloat16 excluded there: the interpreter truncates).
+def _ours_triton(cls_name: str) -> Callable[[], Target]:
+    def make() -> Target:
+        import torch
+
+        import lionspec.impls.torch as impl
+        from lionspec.impls.torch import _optimizer
+
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu:
+            _optimizer._TRITON_DEVICES = ("cuda", "cpu")  # this worker process only
+        algorithm = {"Lion": "lion", "Signum": "signum", "Tiger": "tiger"}[cls_name]
+        dtypes = ("float32", "float16", "bfloat16") if on_gpu else ("float32", "float16")
+        profile = Profile(compute="float32", c_form="muladd", fma=on_gpu, dtypes=dtypes,
+                          momentum_dtypes=("float32",))
+        notes = () if on_gpu else ("run on the CPU through Triton's interpreter (no CUDA "
+                                   "device); bfloat16 left out: the interpreter truncates it",)
+        cls = getattr(impl, cls_name)
+        return Target(f"lionspec-triton:{cls_name}", algorithm,
+                      TorchOptimizer(cls, kwargs={"fused": True}), profile,
+                      installed_version("lionspec"), notes)
+    return make
+
+
+for _cls, _alg in (("Lion", "lion"), ("Signum", "signum"), ("Tiger", "tiger")):
+    register(Entry(f"lionspec-triton:{_cls}", _alg, "triton", _ours_triton(_cls),
+                   f"lionspec.impls.triton kernels via {_cls}(fused=True)", ours=True,
+                   needs=("torch",)))
+
 # The JAX transformations: XLA:CPU runs with flush-to-zero (declared: ftz=True, judged with the
 # FTZ bounds of :mod:`.ftz`); updates are -fl(η·fl(s + λθ)) added once by optax.apply_updates.
 _JAX_PROFILE = Profile(compute="auto", c_form="muladd", param_form="bracket", storage_roundings=1,

@@ -93,7 +93,7 @@ def deviations(targets: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, A
     return out
 
 
-def to_markdown(doc: dict[str, Any], *, limit: int = 8) -> str:
+def to_markdown(doc: dict[str, Any], *, limit: int = 8, repro_lines: int = 12) -> str:
     """The matrix and every deviation with its diagnosis and reproducing case, as Markdown."""
     targets = doc["targets"]
     header, rows = matrix_rows(targets)
@@ -123,10 +123,14 @@ def to_markdown(doc: dict[str, Any], *, limit: int = 8) -> str:
             if c.get("diagnosis"):
                 lines += ["", f"**Diagnosis:** {c['diagnosis']}"]
             if c.get("failures"):
-                lines += ["", "```text", *c["failures"][:limit], "```"]
+                lines += ["", "```text", *(f[:400] for f in c["failures"][:limit]), "```"]
             if c.get("repro"):
+                repro = c["repro"].splitlines()
+                shown = [line[:300] for line in repro[:repro_lines]]
+                if len(repro) > repro_lines:
+                    shown.append(f"... ({len(repro) - repro_lines} more lines in the JSON report)")
                 lines += ["", "<details><summary>reproducing case</summary>", "", "```text",
-                          c["repro"], "```", "", "</details>"]
+                          *shown, "```", "", "</details>"]
             lines.append("")
     notes = [(t["name"], n) for t in targets for n in t.get("notes", [])]
     if notes:

@@ -86,14 +86,14 @@ class SuiteReport:
 
 
 def verdict_of(results: Sequence[CheckResult], allowed: Sequence[str] = ()) -> str:
-    """``conforms`` when no check failed (or every failure is explained by an allowed
-    variation), ``error`` when a check could not run, else ``deviates``."""
+    """``deviates`` when a check failed for a reason no allowed variation explains, else
+    ``error`` when a check crashed, else ``conforms``."""
+    bad = [r for r in results if r.status == "fail"]
+    if not all(r.variation is not None and r.variation in allowed for r in bad):
+        return "deviates"
     if any(r.status == "error" for r in results):
         return "error"
-    bad = [r for r in results if r.status == "fail"]
-    if all(r.variation is not None and r.variation in allowed for r in bad):
-        return "conforms"
-    return "deviates"
+    return "conforms"
 
 
 def run_suite(target: Target, *, profile: str = "ci", checks: Sequence[str] | None = None,

@@ -119,8 +119,8 @@ class Check:
         else:
             try:
                 result = self.fn(ctx)
-            except AdapterError as exc:
-                result = CheckResult(self.id, ERROR, f"the target could not run: {exc}")
+            except AdapterError as exc:  # the target lacks what the check needs
+                result = CheckResult(self.id, SKIP, f"not supported by the target: {exc}")
             except Exception as exc:  # noqa: BLE001 - a target's crash is its result, not ours
                 result = CheckResult(self.id, ERROR, f"the target raised {type(exc).__name__}: "
                                      f"{exc}", lines=traceback.format_exc(limit=6).splitlines())

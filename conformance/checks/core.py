@@ -139,7 +139,10 @@ def single_step(ctx: Context) -> CheckResult:
     where the target lets the suite set it), with gradients either drawn freely or built to
     cancel the decision variable to within a few ulps. Every element of θ' and m' must be
     exact, within the derived bound, or an ambiguous flip: a sign that differs from the exact
-    one only where |decision| is within its rounding bound."""
+    one only where |decision| is within its rounding bound. Bounds: ``docs/bounds.md`` (c-error
+    by evaluation form, momentum and parameter update bounds, one or two storage roundings).
+    Known-bad: a kernel that selects the update with ``where(c > 0, −η, +η)`` (sign(0) =
+    sign(NaN) = −1)."""
     return _explore_dtypes(ctx, "single-step", 1, "single step")
 
 
@@ -147,7 +150,8 @@ def single_step(ctx: Context) -> CheckResult:
 def multi_step(ctx: Context) -> CheckResult:
     """Several steps from the fresh state; each step is judged from the target's own stored θ
     and m (check, then resync), so a legitimate flip at one step cannot make later steps fail.
-    Gradients cancel the decision variable as the spec's momentum evolves."""
+    Gradients cancel the decision variable as the spec's momentum evolves. Known-bad: SIGNUM
+    that updates θ with the old momentum before updating m."""
     return _explore_dtypes(ctx, "multi-step", ctx.settings.steps, "multi-step")
 
 
@@ -187,7 +191,8 @@ def update_order(ctx: Context) -> CheckResult:
     signs agree unless m and g disagree in a narrow band), so the inputs are constructed: after
     a first step with g = 1, the second gradient is chosen per element so that the canonical
     order and each named wrong order (SIGNUM order for Lion; the old momentum or the gradient
-    alone) move θ in opposite directions."""
+    alone) move θ in opposite directions. Known-bad: Lion that takes sign(m') after updating m
+    with β2 (SIGNUM order)."""
     results = []
     for dtype in ctx.dtypes():
         case, wrong = _order_case(ctx.algorithm, dtype)
@@ -218,7 +223,8 @@ def weight_decay(ctx: Context) -> CheckResult:
     """With λ = 0.5 and the learning rate changed after construction at every step, θ must
     follow θ' = θ·(1 − η_t·λ) − η_t·sign(·): decoupled (not added to the gradient), multiplied
     by the *current* η_t (not the initial one, not unscaled). Elements with a small gradient
-    and a large λθ of the other sign tell coupled L2 decay apart (its sign flips)."""
+    and a large λθ of the other sign tell coupled L2 decay apart (its sign flips). Known-bad:
+    coupled decay g ← g + λθ (diagnosed ``decay:coupled``)."""
     lrs = (2.0**-6, 2.0**-5, 2.0**-7) if ctx.profile.has("lr_change") else None
     results = []
     for dtype in ctx.dtypes():
@@ -239,7 +245,8 @@ def sign_zero(ctx: Context) -> CheckResult:
     """Zero gradients from the fresh (zero) momentum make the decision variable exactly 0 in
     any arithmetic, so θ must only decay — θ' = θ·(1 − η·λ), and bit-for-bit unchanged with
     λ = 0 — for every step, including ±0, subnormal and large θ. An implementation that takes
-    sign(0) as ±1 drifts by η per step; no sign flip is ambiguous here."""
+    sign(0) as ±1 drifts by η per step; no sign flip is ambiguous here. Known-bad: sign taken
+    as ``where(c >= 0, 1, −1)`` (diagnosed ``sign0:+1``)."""
     results = []
     for dtype in ctx.dtypes():
         from lionspec.spec.formats import get_format
@@ -264,7 +271,8 @@ def nan_inf(ctx: Context) -> CheckResult:
     propagation; torch.sign(NaN) = 0 on CPU must not leak in), leaving other elements alone;
     ±Inf gives sign ±1 and an infinite momentum. Tiger instead applies its NaN rule to the
     whole tensor: m kept, θ ← (θ − centre)·s + centre. Two steps, so the NaN momentum is used
-    again. The diagnosis names the NaN policy observed (freeze, skip, where-shortcut, ...)."""
+    again. The diagnosis names the NaN policy observed (freeze, skip, where-shortcut, ...).
+    Known-bad: sign(NaN) = 0, as torch.sign does on CPU (diagnosed ``nan:freeze``)."""
     results = []
     nan, inf = float("nan"), float("inf")
     for dtype in ctx.dtypes():
@@ -285,7 +293,8 @@ def elementwise(ctx: Context) -> CheckResult:
     """Lion and SIGNUM are pointwise: changing one element's gradient (to another value, to 0,
     to NaN) must leave every other element of θ and m bit-for-bit as it was. Catches
     implementations that normalise, clip or skip by tensor (Tiger is not pointwise: its RMS and
-    NaN flag are per tensor, see the Tiger checks)."""
+    NaN flag are per tensor, see the Tiger checks). Known-bad: a per-tensor gradient clip
+    before the step."""
     dtype = ctx.dtypes()[0]
     rng = ctx.rng
     n = 16
@@ -323,7 +332,7 @@ def first_step(ctx: Context) -> CheckResult:
     """The momentum starts at 0, so after the first step m₁ = (1 − β₂)·g (Lion), (1 − β)·g
     (SIGNUM) or (1 − β)/k·g (Tiger), and Lion's first decision is sign((1 − β₁)·g). Catches
     momenta initialised to the first gradient, bias-corrected momenta and lazily created state
-    that skips the first update."""
+    that skips the first update. Known-bad: a momentum initialised to the first gradient."""
     results = []
     for dtype in ctx.dtypes():
         g = round_to(np.array([1.0, -0.5, 0.25, -2.0, 0.0, 3.0]), dtype)

@@ -261,6 +261,15 @@ class SignOptimizer(Optimizer):
             kwargs = {**hyper, **dict(key[4]), **self._kwargs(group, items[0][0])}
             blocks = [b for e, per in items for b in _blocks(e, per)]
             for batch in _batches(blocks):
+                if len(batch) == 1:
+                    # a list of one block: the same ATen ops as the for-loop (the CPU foreach
+                    # kernels call them per tensor), without the list machinery
+                    (theta, grad, exp_avg, comp), args = batch[0]
+                    update = ALGORITHMS[self.algorithm](TensorOps, theta, grad, exp_avg,
+                                                        comp if key[3] else None, **kwargs,
+                                                        **args)
+                    _store(TensorOps, update, theta, exp_avg, comp if key[3] else None)
+                    continue
                 thetas, grads, exp_avgs, comps = (list(c) for c in zip(*(ts for ts, _ in batch),
                                                                         strict=True))
                 per = {name: [args[name] for _, args in batch] for name in batch[0][1]}

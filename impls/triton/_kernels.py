@@ -104,7 +104,9 @@ def step_kernel(tab, blk, sqn, hp, acc, flags,
                     rowlen = tl.load(row + 5)
                     acc_off = tl.load(row + 6)
                     ssq = tl.load(acc + acc_off + offs // rowlen, mask=mask, other=0.0)
-                    rms = tl.div_rn(tl.sqrt_rn(ssq), tl.load(sqn + i))
+                    # float64 sum of exact squares; √ and ÷ in float64 (IEEE, correctly
+                    # rounded: sqrt.rn.f64, div.rn.f64), one rounding to float32 at the end
+                    rms = (tl.sqrt(ssq) / tl.load(sqn + i)).to(tl.float32)
                     eta = rms * tl.load(hp + 0)
                     if tl.load(hp + 10) != 0:  # λ == 0: no decay term
                         y = x - eta * s
@@ -150,7 +152,8 @@ def reduce_kernel(tab, blk, hp, acc, flags, P_DT: tl.constexpr, G_DT: tl.constex
                   NONFINITE: tl.constexpr, BLOCK: tl.constexpr):
     """Tiger's first pass: ``acc[acc_off + row] += Σ θ²`` over this block's part of each row
     (RMS roles, on a window's last micro-step only) and ``flags[flag_idx] = 1`` if this block's
-    gradient holds a NaN (``NONFINITE``: or ±Inf). Float32 sums, one atomic add per (block, row):
+    gradient holds a NaN (``NONFINITE``: or ±Inf). Float64 sums of the exact squares (no
+    underflow for θ ~ 1e-30, no overflow for θ ~ 1e20), one atomic add per (block, row):
     the summation order across blocks is unspecified (the bound assumes any order)."""
     pid = tl.program_id(0)
     i = tl.load(blk + pid).to(tl.int64)
@@ -173,7 +176,9 @@ def reduce_kernel(tab, blk, hp, acc, flags, P_DT: tl.constexpr, G_DT: tl.constex
     tl.atomic_max(flag_at, tl.full([BLOCK], 1, tl.int32), mask=bad)
 
     if (tl.load(row + 8) == 0) & (tl.load(hp + 9) != 0):
-        x = tl.load(p_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        # squares of float32 (and narrower) values are exact in float64 and can neither
+        # underflow nor overflow there: no scaling pass is needed for tiny or huge θ
+        x = tl.load(p_ptr + offs, mask=mask, other=0.0).to(tl.float64)
         sq = x * x
         rowlen = tl.load(row + 5)
         acc_off = tl.load(row + 6)

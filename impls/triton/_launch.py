@@ -3,8 +3,8 @@ buffers, and the launches of one step.
 
 A *plan* is built once per (device, block size, tensor list: data pointers, sizes, dtypes, rows,
 roles, NaN scope) and cached (LRU, :data:`PLAN_CACHE_SIZE` entries): it holds, per dtype group, the
-int64 table of the group's tensors, the int32 block → tensor map and the float32 √n per tensor, all
-on the tensors' device, plus one float32 work buffer (Tiger's sums of squares, then its NaN flags
+int64 table of the group's tensors, the int32 block → tensor map and the float64 √n per tensor, all
+on the tensors' device, plus one float64 work buffer (Tiger's sums of squares, then its NaN flags
 viewed as int32) and the float32 hyperparameter buffer. A step with an unchanged list makes no
 host → device copy except a changed hyperparameter vector (12 floats, only when a value changed).
 """
@@ -78,7 +78,7 @@ class Plan:
     """Everything one step launches with, for one list of tensors (see the module docstring)."""
 
     groups: list[_Group]
-    work: Tensor  # float32: acc_size sums of squares, then n_flags int32 flags
+    work: Tensor  # float64: acc_size sums of squares, then the int32 flags (two per element)
     acc_size: int
     hp: Tensor
     hp_values: tuple[float, ...] | None = None
@@ -125,9 +125,9 @@ def _build(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence
         groups.append(_Group(
             dts, torch.tensor(rows, dtype=torch.int64).to(device),
             torch.tensor(blk, dtype=torch.int32).to(device),
-            torch.tensor(sqn, dtype=torch.float32).to(device), len(blk)))
+            torch.tensor(sqn, dtype=torch.float64).to(device), len(blk)))
     n_flags = 1 if global_flag else max(len(params), 1)
-    work = torch.zeros(max(total, 1) + n_flags, dtype=torch.float32, device=device)
+    work = torch.zeros(max(total, 1) + (n_flags + 1) // 2, dtype=torch.float64, device=device)
     return Plan(groups, work, total, torch.zeros(K.NHP, dtype=torch.float32, device=device))
 
 

@@ -137,7 +137,8 @@ BROKEN = {
         "y = x * tl.load(hp + 5) - step",
         "y = x - (step + (1.0 - tl.load(hp + 5)) * x * 2.0)"),
     "Tiger RMS without the 1/sqrt(n)": (
-        "rms = tl.div_rn(tl.sqrt_rn(ssq), tl.load(sqn + i))", "rms = tl.sqrt_rn(ssq)"),
+        "rms = (tl.sqrt(ssq) / tl.load(sqn + i)).to(tl.float32)",
+        "rms = tl.sqrt(ssq).to(tl.float32)"),
     "Tiger moves theta on every micro-step": (
         "if (tl.load(hp + 9) != 0) & (tl.load(hp + 6) == 0):", "if tl.load(hp + 6) == 0:"),
     "Tiger decays the momentum on every micro-step": (
