@@ -41,7 +41,7 @@ import numpy as np
 
 from lionspec.spec.formats import round_to
 
-from .profile import Profile
+from .profile import CAPABILITIES, Profile
 
 __all__ = ["ALGORITHMS", "Adapter", "AdapterError", "Case", "Functional", "Optax", "Target",
            "TorchOptimizer", "Trace", "installed_version", "resolve", "torch_dtype"]
@@ -464,6 +464,9 @@ def resolve(spec: str, algorithm: str, profile: Profile | None = None) -> Target
         adapter = TorchOptimizer(obj)
     elif callable(obj):
         adapter = Functional(obj)
+        # a step function has no memory layout and no state to save
+        profile = profile or Profile(capabilities=frozenset(CAPABILITIES)
+                                     - {"state_dict", "noncontiguous"})
     else:
         raise ValueError(f"{spec} is neither a torch optimizer class nor a callable")
     return Target(spec, algorithm, adapter, profile or Profile(),
