@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 import lionspec.conformance.thirdparty as tp
+from lionspec import spec
 from lionspec.conformance import cli
 from lionspec.conformance.registry import REGISTRY, get_target
 from lionspec.conformance.target import AdapterError, Case, Trace
+from lionspec.conformance.verdict import FAILURE, judge_step
 from lionspec.spec import VARIATIONS
 
 NAMES = tp.THIRDPARTY
@@ -81,13 +83,28 @@ def test_installed_target_runs_one_small_case(name):
     assert final.shape == (4,) and np.all(np.isfinite(final))
     assert not np.array_equal(final, trace.params[0][0])
     if trace.momenta[-1] is not None and "decay:coupled" not in profile.variations:
-        # m after two steps from zero: β·(1 − β)·g0 + (1 − β)·g1, to float32 accuracy
-        b = HYPER[target.algorithm].get("beta2", HYPER[target.algorithm].get("beta"))
-        want = (b * (1 - b) * small_case(target.algorithm).grads[0][0]
-                + (1 - b) * small_case(target.algorithm).grads[1][0])
-        loose = name in QUANTIZED
-        np.testing.assert_allclose(trace.momenta[-1][0], want, rtol=0.05 if loose else 1e-5,
-                                   atol=1e-4 if loose else 1e-9)
+        _assert_momentum_read(name, target, small_case(target.algorithm), trace)
+
+
+def _assert_momentum_read(name, target, case, trace):
+    """The adapter reads the target's real momentum: each step's m' is judged against the spec
+    with the target's declared arithmetic (the derived momentum bound; coupled decay, which
+    changes m, is excluded by the caller). An 8-bit blockwise momentum has no such bound; its
+    code keeps the sign of nonzero values (it has no exact 0: a 0 comes back as a tiny value,
+    see docs/deviations.md), so only sign(m') where m' != 0 is compared there."""
+    for t in range(case.steps):
+        m_in, m_out = trace.momenta[t][0], trace.momenta[t + 1][0]
+        if name in QUANTIZED:
+            want = {"lion": spec.lion_step, "signum": spec.signum_step,
+                    "tiger": spec.tiger_step}[case.algorithm](
+                trace.params[t][0], case.grads[t][0], m_in, **case.spec_hyper(t, 0))[1]
+            nonzero = want != 0
+            assert np.array_equal(np.sign(m_out[nonzero]), np.sign(want[nonzero])), (m_out, want)
+            continue
+        v = judge_step(case.algorithm, trace.params[t][0], case.grads[t][0], m_in,
+                       trace.params[t + 1][0], m_out, hyper=case.spec_hyper(t, 0),
+                       arithmetic=target.profile.arithmetic(case.param_dtype, None))
+        assert not np.any(v.exp_avg == FAILURE), v.report()
 
 
 @pytest.mark.parametrize("name", UNAVAILABLE)
