@@ -44,7 +44,8 @@ from lionspec.spec.formats import round_to
 from .profile import CAPABILITIES, Profile
 
 __all__ = ["ALGORITHMS", "Adapter", "AdapterError", "Case", "Functional", "Optax", "Target",
-           "TorchOptimizer", "Trace", "installed_version", "resolve", "torch_dtype"]
+           "TorchOptimizer", "Trace", "installed_version", "resolve", "stored_values",
+           "torch_dtype"]
 
 ALGORITHMS = ("lion", "signum", "tiger")
 
@@ -179,7 +180,8 @@ def _default_torch_build(algorithm: str) -> Callable[..., Any]:
     return build
 
 
-def _f64(t: Any) -> np.ndarray:
+def stored_values(t: Any) -> np.ndarray:
+    """A tensor's stored values as a float64 array (every float dtype converts exactly)."""
     import torch
 
     return t.detach().to(torch.float64).cpu().numpy().copy()
@@ -230,6 +232,20 @@ class TorchOptimizer:
                 group["momentum_dtype"] = torch_dtype(case.momentum_dtype)
         return opt, params
 
+    def step_once(self, opt: Any, params: list[Any], grads: Sequence[np.ndarray],
+                  lr: float) -> list[Any]:
+        """One ``opt.step()`` at learning rate ``lr`` with ``grads`` (stored in each parameter's
+        dtype) as the gradients; returns the gradient tensors handed to the step."""
+        import torch
+
+        self.set_lr(opt, lr)
+        tensors = [torch.tensor(g, dtype=torch.float64).to(p.dtype)
+                   for g, p in zip(grads, params, strict=True)]
+        for p, g in zip(params, tensors, strict=True):
+            p.grad = g
+        opt.step()
+        return tensors
+
     def set_lr(self, opt: Any, lr: float) -> None:
         for group in opt.param_groups:
             group["lr"] = lr
@@ -242,7 +258,7 @@ class TorchOptimizer:
             state = opt.state.get(p, {})
             if self.momentum_key not in state:
                 return None
-            out.append(_f64(state[self.momentum_key]))
+            out.append(stored_values(state[self.momentum_key]))
         return out
 
     def inject_momenta(self, opt: Any, params: list[Any], values: Sequence[np.ndarray]) -> None:
@@ -273,26 +289,22 @@ class TorchOptimizer:
             for group, wd in zip(opt.param_groups, decays, strict=True):
                 if wd is not None:
                     group["weight_decay"] = wd
-            if any(not np.array_equal(_f64(p), v) for p, v in zip(params, case.params,
+            if any(not np.array_equal(stored_values(p), v) for p, v in zip(params, case.params,
                                                                   strict=True)):
                 raise AdapterError("a step with lr = 0 and zero gradients moved θ: cannot "
                                    "set initial momenta")
             self.inject_momenta(opt, params, case.exp_avgs)
-        trace = Trace([[_f64(p) for p in params]],
+        trace = Trace([[stored_values(p) for p in params]],
                       [list(case.exp_avgs) if case.exp_avgs is not None
                        else [np.zeros(np.shape(v)) for v in case.params]])
         for t, step in enumerate(case.grads):
-            self.set_lr(opt, case.lr_at(t))
-            grads = [torch.tensor(g, dtype=torch.float64).to(p.dtype)
-                     for g, p in zip(step, params, strict=True)]
-            copies = [g.clone() for g in grads]
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g
-            opt.step()
+            copies = [torch.tensor(g, dtype=torch.float64).to(p.dtype)
+                      for g, p in zip(step, params, strict=True)]
+            grads = self.step_once(opt, params, step, case.lr_at(t))
             trace.grads_intact &= all(a.numel() == 0 or torch.equal(
                 a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
                 for a, b in zip(grads, copies, strict=True))
-            trace.params.append([_f64(p) for p in params])
+            trace.params.append([stored_values(p) for p in params])
             trace.momenta.append(self.momenta(opt, params))
         return trace
 
@@ -304,25 +316,19 @@ class TorchOptimizer:
         first = case.with_(grads=case.grads[:at], lrs=case.lrs[:at] if case.lrs else None)
         opt, params = self.new(first)
         for t, step in enumerate(first.grads):
-            self.set_lr(opt, first.lr_at(t))
-            for p, g in zip(params, step, strict=True):
-                p.grad = torch.tensor(g, dtype=torch.float64).to(p.dtype)
-            opt.step()
+            self.step_once(opt, params, step, first.lr_at(t))
         saved = opt.state_dict()
-        rest = case.with_(params=tuple(_f64(p) for p in params), grads=case.grads[at:],
+        rest = case.with_(params=tuple(stored_values(p) for p in params), grads=case.grads[at:],
                           lrs=case.lrs[at:] if case.lrs else None)
         opt2, params2 = self.new(rest)
         for p2, p in zip(params2, params, strict=True):
             with torch.no_grad():
                 p2.copy_(p)
         opt2.load_state_dict(saved)
-        trace = Trace([[_f64(p) for p in params2]], [self.momenta(opt2, params2)])
+        trace = Trace([[stored_values(p) for p in params2]], [self.momenta(opt2, params2)])
         for t, step in enumerate(rest.grads):
-            self.set_lr(opt2, rest.lr_at(t))
-            for p, g in zip(params2, step, strict=True):
-                p.grad = torch.tensor(g, dtype=torch.float64).to(p.dtype)
-            opt2.step()
-            trace.params.append([_f64(p) for p in params2])
+            self.step_once(opt2, params2, step, rest.lr_at(t))
+            trace.params.append([stored_values(p) for p in params2])
             trace.momenta.append(self.momenta(opt2, params2))
         return trace
 

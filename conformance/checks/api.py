@@ -19,7 +19,7 @@ import numpy as np
 from lionspec import spec
 from lionspec.spec.formats import round_to
 
-from ..target import AdapterError, Case, Functional, TorchOptimizer, Trace
+from ..target import AdapterError, Case, Functional, TorchOptimizer, Trace, stored_values
 from ._support import (
     SKIP,
     CheckResult,
@@ -292,24 +292,16 @@ def run_interleaved(adapter: TorchOptimizer, case: Case, copies: int = 2) -> lis
     """Run ``case`` on ``copies`` live instances of a torch optimizer at once, stepping them in
     turn (instance 0, 1, ... at step 0, then at step 1, ...): their traces must not depend on
     each other. Fresh state only (``case.exp_avgs`` must be ``None``)."""
-    import torch
-
     if case.exp_avgs is not None:
         raise ValueError("run_interleaved starts from the fresh state")
 
-    def f64(t: Any) -> np.ndarray:
-        return t.detach().to(torch.float64).cpu().numpy().copy()
-
     runs = [adapter.new(case) for _ in range(copies)]
-    traces = [Trace([[f64(p) for p in params]], [[np.zeros(np.shape(v)) for v in case.params]])
-              for _, params in runs]
+    traces = [Trace([[stored_values(p) for p in params]],
+                    [[np.zeros(np.shape(v)) for v in case.params]]) for _, params in runs]
     for t, step in enumerate(case.grads):
         for (opt, params), trace in zip(runs, traces, strict=True):
-            adapter.set_lr(opt, case.lr_at(t))
-            for p, g in zip(params, step, strict=True):
-                p.grad = torch.tensor(g, dtype=torch.float64).to(p.dtype)
-            opt.step()
-            trace.params.append([f64(p) for p in params])
+            adapter.step_once(opt, params, step, case.lr_at(t))
+            trace.params.append([stored_values(p) for p in params])
             trace.momenta.append(adapter.momenta(opt, params))
     return traces
 
