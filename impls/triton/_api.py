@@ -129,16 +129,25 @@ def lion_step_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequ
     beta1 = check_beta(_hyper(beta1, "beta1"), "beta1")
     beta2 = check_beta(_hyper(beta2, "beta2"), "beta2")
     weight_decay = check_weight_decay(_hyper(weight_decay, "weight_decay"))
+    keep = 1.0 - lr * weight_decay
+    return _elementwise(K.ALGO_LION, params, grads, exp_avgs, maximize, block,
+                        [lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, keep, lr == 0.0,
+                         beta1 == 0.0, beta2 == 0.0, keep == 0.0, keep == 1.0])
+
+
+def _elementwise(algo: int, params: Sequence[Tensor], grads: Sequence[Tensor],
+                 exp_avgs: Sequence[Tensor], maximize: bool, block: Any,
+                 hyper: list[Any]) -> int:
+    """Launch Lion's or SIGNUM's kernel (``hyper`` in the kernel's slot order); returns the
+    launch count."""
     block = _check_block(block)
     ps, gs, ms = _tensors(params, grads, exp_avgs)
     if not ps:
         return 0
-    keep = 1.0 - lr * weight_decay
     plan = get_plan(ps, gs, ms, rowlens=[max(p.numel(), 1) for p in ps], roles=[0] * len(ps),
                     global_flag=False, block=block)
-    plan.set_hyper([lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, keep, lr == 0.0, beta1 == 0.0,
-                    beta2 == 0.0, keep == 0.0, keep == 1.0])
-    return launch(plan, ps[0].device, K.ALGO_LION, maximize=bool(maximize), block=block)
+    plan.set_hyper(hyper)
+    return launch(plan, ps[0].device, algo, maximize=bool(maximize), block=block)
 
 
 def signum_step_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[Tensor],
@@ -159,16 +168,10 @@ def signum_step_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Se
     lr = check_lr(_hyper(lr, "lr"))
     beta = check_beta(_hyper(beta, "beta"), "beta")
     weight_decay = check_weight_decay(_hyper(weight_decay, "weight_decay"))
-    block = _check_block(block)
-    ps, gs, ms = _tensors(params, grads, exp_avgs)
-    if not ps:
-        return 0
     keep = 1.0 - lr * weight_decay
-    plan = get_plan(ps, gs, ms, rowlens=[max(p.numel(), 1) for p in ps], roles=[0] * len(ps),
-                    global_flag=False, block=block)
-    plan.set_hyper([lr, beta, 1.0 - beta, 0.0, 0.0, keep, lr == 0.0, beta == 0.0, 0.0,
-                    keep == 0.0, keep == 1.0])
-    return launch(plan, ps[0].device, K.ALGO_SIGNUM, maximize=bool(maximize), block=block)
+    return _elementwise(K.ALGO_SIGNUM, params, grads, exp_avgs, maximize, block,
+                        [lr, beta, 1.0 - beta, 0.0, 0.0, keep, lr == 0.0, beta == 0.0, 0.0,
+                         keep == 0.0, keep == 1.0])
 
 
 def tiger_step_(params: Sequence[Tensor], grads: Sequence[Tensor], exp_avgs: Sequence[Tensor],
