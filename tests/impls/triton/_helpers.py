@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lionspec.conformance.checks.core import decision_weights
 from lionspec.conformance.verdict import Arithmetic, judge_step
 
 HYPER = {
@@ -18,16 +19,6 @@ TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.b
 def f64(t: torch.Tensor) -> np.ndarray:
     """The exact values of a tensor as float64."""
     return t.detach().to(torch.float64).cpu().numpy().copy()
-
-
-def decision_weights(algorithm: str, hyper: dict, step: int) -> tuple[float, float]:
-    """(a, b) of the decision variable a·m + b·g at this step."""
-    if algorithm == "lion":
-        return hyper["beta1"], 1.0 - hyper["beta1"]
-    if algorithm == "signum":
-        return hyper["beta"], 1.0 - hyper["beta"]
-    k = hyper.get("accumulation_steps", 1)
-    return (hyper["beta"] if step % k == 0 else 1.0), (1.0 - hyper["beta"]) / k
 
 
 def hard_grad(rng: np.random.Generator, m: np.ndarray, a: float, b: float, dtype: torch.dtype,
