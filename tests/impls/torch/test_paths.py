@@ -188,13 +188,6 @@ def _cancelling(n, beta, generator):
     return m, g
 
 
-def _ulp(x, dtype):
-    """ulp of each element of x in ``dtype`` (fp32 or bf16), from its binade."""
-    p = {torch.float32: 24, torch.bfloat16: 8}[dtype]
-    _, e = torch.frexp(x.double().abs().clamp_min(2.0**-126))
-    return torch.ldexp(torch.ones_like(x, dtype=torch.float64), e - p)
-
-
 CASES = [
     (Lion, torch.float32, {"betas": (0.9, 0.99)}, None),
     (Lion, torch.bfloat16, {"betas": (0.9, 0.99), "momentum_dtype": torch.float32,
@@ -245,12 +238,12 @@ def test_fused_matches_the_for_loop_except_on_ambiguous_signs(cls, dtype, hyper,
         decided_l, decided_f = loop_m.double().sign(), fused_m.double().sign()
     differ = (decided_l != decided_f).numpy().ravel()
     assert not (differ & ~ambiguous).any(), "a sign flip outside the c-error bound"
+    # where the decision agrees, the values are the same expression: inductor's CPU code is
+    # built with -ffp-contract=off, so they are the same bits (the spec tests judge both paths
+    # against the derived bounds on their own)
     same = torch.from_numpy(~differ).reshape(shape)
-    tol = 4 * _ulp(loop_p.detach(), dtype)  # inductor may reorder or contract (not seen on CPU)
-    gap = (fused_p.double() - loop_p.double()).abs()
-    assert bool((gap[same] <= tol[same]).all())
-    assert bool(((fused_m.double() - loop_m.double()).abs() <= 4 * _ulp(loop_m, torch.float32)
-                 ).all())
+    assert torch.equal(fused_p.double()[same], loop_p.double()[same])
+    assert same_bits(fused_m, loop_m)
 
 
 def test_fused_tiger_embedding_windows_match_the_for_loop():
@@ -285,7 +278,7 @@ def test_fused_compensation_tracks_like_the_for_loop():
     (loop_p, loop_c), (fused_p, fused_c) = out
     assert bool((loop_c != 0).any())
     tracked_l, tracked_f = loop_p.double() + loop_c.double(), fused_p.double() + fused_c.double()
-    assert bool(((tracked_f - tracked_l).abs() <= 4 * _ulp(tracked_l, torch.float32)).all())
+    assert torch.equal(tracked_f, tracked_l)  # the same split, the same bits
 
 
 @pytest.mark.parametrize("cls", [Lion, Tiger])
