@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from ._math import ALGORITHMS
-from ._ops import TensorOps
+from ._ops import TensorOps, round_once
 
 __all__ = ["CHUNK", "chunk_sizes", "compiled_update", "compiled_update_many", "flat",
            "fusable_view", "fused_update", "fused_update_many", "pack"]
@@ -88,12 +88,9 @@ def fused_update(kind: str, theta: Tensor, grad: Tensor, exp_avg: Tensor, comp: 
         kwargs[name] = hp[i]
     kwargs.update(given)
     update = ALGORITHMS[kind](TensorOps, theta, grad, exp_avg, comp, **kwargs)
-    if update.theta is not None:
-        theta.copy_(update.theta)
-    if update.exp_avg is not None:
-        exp_avg.copy_(update.exp_avg)
-    if update.comp is not None and comp is not None:
-        comp.copy_(update.comp)
+    for dst, value in ((theta, update.theta), (exp_avg, update.exp_avg), (comp, update.comp)):
+        if value is not None and dst is not None:
+            dst.copy_(round_once(value, dst.dtype))
 
 
 def fused_update_many(kind: str, thetas: list[Tensor], grads: list[Tensor],

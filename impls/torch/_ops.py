@@ -27,7 +27,32 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ListOps", "TensorOps"]
+__all__ = ["ListOps", "TensorOps", "round_once"]
+
+_NARROW = (torch.float16, torch.bfloat16)
+
+
+def round_once(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``x`` rounded to nearest even into ``dtype`` with one rounding.
+
+    torch converts float64 to float16/bfloat16 through float32, rounding twice: 1 + 2⁻⁸ + 2⁻³⁰
+    becomes 1 + 2⁻⁸ in float32, a tie that rounds to 1 in bfloat16, where one rounding gives
+    1 + 2⁻⁷. Rounding to *odd* into float32 first (truncate, then set the last bit if anything
+    was dropped) keeps the information a second rounding needs, since float32 has at least two
+    more bits than either 16-bit format, so the conversion rounds once.
+
+    >>> t = torch.tensor([1 + 2**-8 + 2**-30], dtype=torch.float64)
+    >>> t.to(torch.bfloat16).item(), round_once(t, torch.bfloat16).item()
+    (1.0, 1.0078125)
+    """
+    if x.dtype != torch.float64 or dtype not in _NARROW:
+        return x.to(dtype)
+    f = x.to(torch.float32)
+    back = f.to(torch.float64)
+    bits = f.view(torch.int32)
+    bits = bits - (back.abs() > x.abs()).to(torch.int32)  # rounded away from zero: truncate
+    bits = torch.where(back != x, bits | 1, bits)  # inexact (or NaN, harmless): make it odd
+    return bits.view(torch.float32).to(dtype)
 
 
 class TensorOps:
@@ -35,7 +60,7 @@ class TensorOps:
 
     @staticmethod
     def to(x: Tensor, dtype: torch.dtype) -> Tensor:
-        return x.to(dtype)
+        return round_once(x, dtype)
 
     @staticmethod
     def neg(x: Tensor) -> Tensor:
@@ -132,7 +157,7 @@ class TensorOps:
     def store(dst: Tensor, value: Tensor) -> None:
         """Write ``value`` into ``dst`` (rounding once into ``dst``'s dtype)."""
         if value is not dst:
-            dst.copy_(value)
+            dst.copy_(round_once(value, dst.dtype))
 
 
 def _plain_norm(x: Tensor, dims: tuple[int, ...] | None) -> Tensor:
@@ -151,7 +176,7 @@ class ListOps:
 
     @staticmethod
     def to(xs: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
-        return [x.to(dtype) for x in xs]
+        return [round_once(x, dtype) for x in xs]
 
     @staticmethod
     def neg(xs: list[Tensor]) -> list[Tensor]:
@@ -237,6 +262,7 @@ class ListOps:
 
     @staticmethod
     def store(dsts: list[Tensor], values: list[Tensor]) -> None:
-        pairs = [(d, v) for d, v in zip(dsts, values, strict=True) if v is not d]
+        pairs = [(d, round_once(v, d.dtype)) for d, v in zip(dsts, values, strict=True)
+                 if v is not d]
         if pairs:
             torch._foreach_copy_([d for d, _ in pairs], [v for _, v in pairs])

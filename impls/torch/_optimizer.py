@@ -9,7 +9,9 @@ round trips that keep the state's own dtypes, and the three code paths:
 * ``"for-loop"``: one tensor at a time (:class:`~._ops.TensorOps`, Python-float hyperparameters);
 * ``"foreach"``: tensors bucketed by (device, dtypes, structural flags), each bucket through
   :class:`~._ops.ListOps` -- the same operations, bit-identical to the for-loop;
-* ``"fused"``: one compiled kernel per tensor (:mod:`._fused`).
+* ``"fused"``: one pass over memory per tensor: on CPU the native C kernel (:mod:`._native`,
+  every tensor of a group in one call), or ``torch.compile`` (:mod:`._fused`) where no C compiler
+  is available; on CUDA the Triton kernels.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch.optim import Optimizer
 
 from lionspec.spec._validate import check_lr, check_weight_decay
 
-from . import _fused
+from . import _fused, _native
 from ._math import ALGORITHMS, Update, compute_dtype
 from ._ops import ListOps, TensorOps
 
@@ -134,6 +136,18 @@ class SignOptimizer(Optimizer):
 
     def _after_group(self, group: dict[str, Any], entries: list[Entry]) -> None:
         """Bookkeeping after a group was stepped (Tiger's step counters)."""
+
+    #: names of the hyperparameters (keys of :meth:`_hyper`) the native kernel takes, in order
+    _native_hp: ClassVar[tuple[str, ...]] = ()
+    #: native kernel switch -> the :meth:`_hyper` bool that sets it
+    _native_flags: ClassVar[dict[str, str]] = {}
+
+    def _native_switches(self, group: dict[str, Any], e: Entry, hyper: dict[str, Any],
+                         uniform: dict[str, Any], per: dict[str, Any]
+                         ) -> tuple[dict[str, int], int]:
+        """Per-entry switches of the native kernel beyond :attr:`_native_flags` (Tiger's role,
+        window and NaN mode), and the row length of a per-row RMS (0: none)."""
+        return {}, 0
 
     def _prepare_fused(self, flats: list[Tensor | None], given: dict[str, Any],
                        consts: dict[str, Any], hp: Tensor,
@@ -291,10 +305,46 @@ class SignOptimizer(Optimizer):
                 and e.theta.device.type in _TRITON_DEVICES
                 and all(t.dtype in _TRITON_DTYPES and t.is_contiguous() for t in tensors))
 
+    @staticmethod
+    def _native_ready(e: Entry) -> bool:
+        """Whether the native kernel takes this entry: CPU, every tensor contiguous."""
+        return (e.theta.device.type == "cpu"
+                and all(t is None or t.is_contiguous()
+                        for t in (e.theta, e.grad, e.exp_avg, e.comp)))
+
+    def _native_step(self, group: dict[str, Any], entries: list[Entry],
+                     hyper: dict[str, Any]) -> bool:
+        """Step ``entries`` with the native kernel, one call per configuration; ``False`` if it
+        could not be built (then, under ``LIONSPEC_FUSED_CPU=auto``, torch.compile runs)."""
+        calls: dict[_native.Config, list[tuple[Entry, int]]] = defaultdict(list)
+        switches = {macro: hyper[name] for macro, name in self._native_flags.items()}
+        switches["MAXIMIZE"] = group["maximize"]
+        for e in entries:
+            uniform, per = self._entry_args(group, e, fused=True)
+            extra, rowlen = self._native_switches(group, e, hyper, uniform, per)
+            cfg = _native.config(self.algorithm, e.theta.dtype, e.grad.dtype, e.exp_avg.dtype,
+                                 e.compute, {**switches, **extra, "COMP": e.comp is not None})
+            calls[cfg].append((e, rowlen))
+        try:
+            fns = _native.kernels(list(calls))
+        except _native.NativeBuildError as error:
+            _native.note_failure(error)
+            return False
+        hp = [float(hyper[name]) for name in self._native_hp]
+        for fn, items in zip(fns, calls.values(), strict=True):
+            _native.launch(fn, [(e.theta, e.grad, e.exp_avg, e.comp) for e, _ in items],
+                           [e.theta.numel() for e, _ in items], [r for _, r in items], hp)
+        # the kernel wrote through raw pointers: bump the version counters autograd checks
+        torch.autograd.graph.increment_version([t for e in entries for t in (e.param, e.exp_avg)])
+        return True
+
     def _fused(self, group: dict[str, Any], live: list[Entry], hyper: dict[str, Any]) -> None:
         ready = [e for e in live if self._triton_ready(e)]
         if ready and self._triton_step(group, ready):
             live = [e for e in live if not self._triton_ready(e)]
+        native = [e for e in live if self._native_ready(e)]
+        if native and _native.backend() == "native" and self._native_step(group, native, hyper):
+            live = [e for e in live if not self._native_ready(e)]
         packed: dict[tuple[Any, ...], tuple[Tensor, tuple[str, ...], dict]] = {}
         calls: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
         for e in live:

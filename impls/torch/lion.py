@@ -40,7 +40,8 @@ class Lion(SignOptimizer):
         maximize: ascend instead (the gradient is negated).
         foreach: use the ``torch._foreach_*`` path (default: on CUDA/XPU only); bit-identical to
             the for-loop path.
-        fused: one ``torch.compile``d pass per tensor (default False).
+        fused: one pass over memory per tensor (default False): a native C kernel on CPU
+            (``torch.compile`` without a C compiler), the Triton kernels on CUDA.
         momentum_dtype: dtype of ``exp_avg`` (default: the parameter's dtype).
         compensated: keep a compensation buffer for fp16/bf16 parameters so that
             θ + compensation tracks the exact trajectory (no-op for fp32/fp64 parameters).
@@ -50,6 +51,9 @@ class Lion(SignOptimizer):
     """
 
     algorithm = "lion"
+    _native_hp = ("lr", "beta1", "w1", "beta2", "w2", "keep")
+    _native_flags = {"LR_ZERO": "lr_zero", "B1_ZERO": "beta1_zero", "B2_ZERO": "beta2_zero",
+                     "KEEP_ZERO": "keep_zero", "KEEP_ONE": "keep_one"}
 
     def __init__(self, params: Any, lr: float | torch.Tensor = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from lionspec.spec._validate import (
+    SHRINK_CENTRE,
     check_accumulation_steps,
     check_beta,
     check_role,
@@ -86,6 +87,8 @@ class Tiger(SignOptimizer):
     """
 
     algorithm = "tiger"
+    _native_hp = ("lr", "beta", "w", "weight_decay", "shrink_ratio")
+    _native_flags = {"LR_ZERO": "lr_zero", "B_ZERO": "beta_zero"}
 
     def __init__(self, params: Any, lr: float | torch.Tensor = 1e-3, beta: float = 0.965,
                  weight_decay: float = 0.01, *, accumulation_steps: int = 1,
@@ -156,6 +159,19 @@ class Tiger(SignOptimizer):
             # block by block; the same expression as inside the math
             per["given_rms"] = master_rms(e.theta, e.comp, e.compute, dims, per["rms_divisor"])
         return uniform, per
+
+    def _native_switches(self, group: dict[str, Any], e: Entry, hyper: dict[str, Any],
+                         uniform: dict[str, Any], per: dict[str, Any]
+                         ) -> tuple[dict[str, int], int]:
+        role = uniform["role"]
+        by_rms = role in ("weight", "embedding")
+        dims = per["rms_dims"]
+        rowlen = math.prod(e.theta.shape[d] for d in dims) if dims else 0
+        nan = per["nan"]  # None: per tensor, from g; a bool: the global flag
+        mode = (2 if uniform["nan_check"] == "nan" else 3) if nan is None else int(nan)
+        return {"RMS": by_rms, "ROWS": rowlen > 0, "FIRST": uniform["first"],
+                "LAST": uniform["last"], "NAN_MODE": mode, "CENTRE": SHRINK_CENTRE[role],
+                "KEEP_ONE": not by_rms or hyper["decay_zero"]}, rowlen
 
     def _prepare_fused(self, flats: list[Tensor | None], given: dict[str, Any],
                        consts: dict[str, Any], hp: Tensor,

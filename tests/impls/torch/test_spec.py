@@ -1,6 +1,7 @@
 """lionspec.impls.torch against lionspec.spec, per element, with the derived bounds.
 
-Every code path (for-loop, foreach, fused) × parameter dtype (fp64, fp32, fp16, bf16) × momentum
+Every code path (for-loop, foreach, fused under both CPU backends: the native C kernel and
+torch.compile) × parameter dtype (fp64, fp32, fp16, bf16) × momentum
 dtype × algorithm is stepped several times on inputs built to be hard: near-cancelling decision
 variables, zero gradients and momenta, signed zeros, subnormals of the dtype, ±Inf and NaN
 gradients, non-contiguous parameters, every Tiger role and accumulation windows. Each step is
@@ -24,7 +25,16 @@ from lionspec.impls.torch import Lion, Signum, Tiger  # noqa: E402
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
 PATHS = {"forloop": dict(foreach=False, fused=False), "foreach": dict(foreach=True),
-         "fused": dict(fused=True)}
+         "fused": dict(fused=True), "fused-compile": dict(fused=True)}
+
+
+@pytest.fixture(autouse=True)
+def _fused_backend(request, monkeypatch):
+    """``fused`` runs the native kernel, ``fused-compile`` torch.compile (LIONSPEC_FUSED_CPU)."""
+    spec = getattr(request.node, "callspec", None)
+    path = spec.params.get("path") if spec else None
+    if path in ("fused", "fused-compile"):
+        monkeypatch.setenv("LIONSPEC_FUSED_CPU", "native" if path == "fused" else "compile")
 HYPER = {
     "lion": dict(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1),
     "signum": dict(lr=1e-3, momentum=0.9, weight_decay=0.1),

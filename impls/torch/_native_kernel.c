@@ -1,0 +1,497 @@
+/* lionspec native CPU kernel: one step of Lion, SIGNUM or Tiger over many tensors in one call.
+ *
+ * Built by lionspec/impls/torch/_native.py, once per configuration (the macros below) with
+ * -O3 -march=native -ffp-contract=off -fopenmp, and cached on disk. The arithmetic is that of
+ * _math.py, operation for operation, in the compute type CT (float, or double when the parameter
+ * or its momentum is float64): every product and sum rounds once in CT (no FMA contraction),
+ * each load converts exactly, each store rounds once into the tensor's dtype.
+ *
+ * Configuration (all integers, set with -D):
+ *   ALGO          0 Lion, 1 SIGNUM, 2 Tiger
+ *   CT_DOUBLE     compute in double (else float)
+ *   TT, GT, MT    dtype of θ (and of the compensation), of g, of m: f32 f64 bf16 f16
+ *   COMP          a compensation buffer: the tracked value is θ + comp (Kahan-style split)
+ *   MAXIMIZE      negate g
+ *   LR_ZERO       η == 0 (Lion/SIGNUM; Tiger bias/scale): θ untouched
+ *   B1_ZERO B2_ZERO   Lion: β1 == 0 / β2 == 0 (the β·m term is absent)
+ *   B_ZERO        SIGNUM, Tiger: β == 0
+ *   KEEP_ZERO KEEP_ONE   keep = 1 − ηλ is exactly 0 / 1 (Lion, SIGNUM; Tiger: KEEP_ONE only)
+ *   Tiger only:
+ *   RMS           η = fl(RMS(x)·α) (weight and embedding roles), else η = α (given)
+ *   ROWS          the RMS (and η) is per row of ROWLEN elements (embedding role)
+ *   FIRST LAST    the micro-step opens / closes an accumulation window
+ *   NAN_MODE      0 the NaN rule is off this step (a given false flag), 1 on for every tensor
+ *                 (a given true flag: global scope), 2 a tensor's flag is "g holds a NaN",
+ *                 3 "g holds a non-finite value"
+ *   CENTRE        the NaN rule's centre (0, or 1 for the scale role)
+ *
+ * Entry point: lionspec_step(count, ptrs, numels, rowlens, hp, nthreads, flags_out)
+ *   ptrs[4*t + 0..3]  θ, g, m, comp of tensor t (comp 0 when COMP is 0)
+ *   numels[t]         elements of tensor t; rowlens[t] the row length (ROWS), else ignored
+ *   hp                Lion: lr, β1, w1, β2, w2, keep; SIGNUM: lr, β, w, keep;
+ *                     Tiger: lr, β, w, λ, shrink ratio (each converted to CT once)
+ *   flags_out[t]      Tiger: set to the tensor's NaN-rule flag (may be NULL)
+ * Work is split in items of whole rows / CHUNK elements, the same items whatever the thread
+ * count, and the RMS partial sums are added in item order: results never depend on threads.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if CT_DOUBLE
+typedef double CT;
+#else
+typedef float CT;
+#endif
+
+/* ------------------------------------------------------------------ dtype conversions */
+
+static inline float bf16_up(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* round to nearest even; NaN -> the canonical quiet NaN (as c10::BFloat16) */
+static inline uint16_t bf16_from_float(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return f != f ? (uint16_t)0x7fc0u : (uint16_t)r;
+}
+
+/* double -> bf16 with ONE rounding: round to odd into float (24 >= 8 + 2 bits), then to
+ * nearest even: the classic double-rounding-free route. */
+static inline uint16_t bf16_from_double(double d) {
+    float f = (float)d;
+    if ((double)f != d && d == d) {
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        if (fabs((double)f) > fabs(d)) u -= 1u; /* rounded away from zero: truncate instead */
+        u |= 1u;                                 /* inexact: make it odd */
+        memcpy(&f, &u, 4);
+    }
+    return bf16_from_float(f);
+}
+
+typedef float ty_f32;
+typedef double ty_f64;
+typedef uint16_t ty_bf16;
+typedef _Float16 ty_f16;
+
+static inline CT up_f32(float v) { return (CT)v; }
+static inline CT up_f64(double v) { return (CT)v; }
+static inline CT up_bf16(uint16_t v) { return (CT)bf16_up(v); }
+static inline CT up_f16(_Float16 v) { return (CT)v; }
+static inline float down_f32(CT v) { return (float)v; }
+static inline double down_f64(CT v) { return (double)v; }
+#if CT_DOUBLE
+static inline uint16_t down_bf16(CT v) { return bf16_from_double(v); }
+#else
+static inline uint16_t down_bf16(CT v) { return bf16_from_float(v); }
+#endif
+static inline _Float16 down_f16(CT v) { return (_Float16)v; } /* one rounding (GCC, clang) */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define TT_T CAT(ty_, TT)
+#define GT_T CAT(ty_, GT)
+#define MT_T CAT(ty_, MT)
+#define UP_T CAT(up_, TT)
+#define UP_G CAT(up_, GT)
+#define UP_M CAT(up_, MT)
+#define DOWN_T CAT(down_, TT)
+#define DOWN_M CAT(down_, MT)
+
+#ifndef CHUNK
+#define CHUNK 16384
+#endif
+
+/* ------------------------------------------------------------------ the per-element math */
+
+/* sign with NaN propagated: ±0 -> +0, ±Inf -> ±1, NaN -> NaN (the all-ones NaN, as the
+ * vectorised torch.maximum of the eager paths produces) */
+static inline CT sign_nan(CT c) {
+    CT s = (CT)((c > 0) - (c < 0));
+#if CT_DOUBLE
+    const uint64_t ones = ~(uint64_t)0;
+    double nan;
+#else
+    const uint32_t ones = ~(uint32_t)0;
+    float nan;
+#endif
+    memcpy(&nan, &ones, sizeof nan);
+    return c != c ? nan : s;
+}
+
+static inline CT grad_at(const GT_T *restrict g, int64_t i) {
+    CT v = UP_G(g[i]);
+#if MAXIMIZE
+    v = -v;
+#endif
+    return v;
+}
+
+static inline CT master_at(const TT_T *restrict th, const TT_T *restrict cp, int64_t i) {
+    CT x = UP_T(th[i]);
+#if COMP
+    x = x + UP_T(cp[i]);
+#else
+    (void)cp;
+#endif
+    return x;
+}
+
+/* store the new tracked value: one rounding; with compensation hi = RN(v), lo = RN(v − hi)
+ * (v − hi exact in CT), lo = 0 where hi is not finite */
+static inline void store_theta(TT_T *restrict th, TT_T *restrict cp, int64_t i, CT v) {
+    TT_T hi = DOWN_T(v);
+    th[i] = hi;
+#if COMP
+    CT h = UP_T(hi);
+    CT lo = v - h;
+    lo = (fabs((double)h) < INFINITY) ? lo : (CT)0;
+    cp[i] = DOWN_T(lo);
+#else
+    (void)cp;
+#endif
+}
+
+/* fl(fl(x·keep) − η·s); fl(x − η·s) when keep == 1; −η·s when keep == 0 */
+static inline CT decoupled(CT x, CT s, CT eta, CT keep, int keep_one, int keep_zero) {
+    CT step = s * eta;
+    if (keep_zero) return -step;
+    if (keep_one) return x - step;
+    return x * keep - step;
+}
+
+#if ALGO == 0 /* Lion */
+#define NHP 6
+static void segment(TT_T *restrict th, const GT_T *restrict g, MT_T *restrict m,
+                    TT_T *restrict cp, int64_t a, int64_t b, const CT *hp) {
+    const CT lr = hp[0], beta1 = hp[1], w1 = hp[2], beta2 = hp[3], w2 = hp[4], keep = hp[5];
+    (void)lr; (void)beta1; (void)beta2; (void)keep; (void)th; (void)cp;
+    for (int64_t i = a; i < b; ++i) {
+        const CT gi = grad_at(g, i);
+        const CT mi = UP_M(m[i]);
+#if !LR_ZERO
+        const CT gw1 = gi * w1;
+#if B1_ZERO
+        const CT c = gw1;
+#else
+        const CT c = mi * beta1 + gw1;
+#endif
+        store_theta(th, cp, i,
+                    decoupled(master_at(th, cp, i), sign_nan(c), lr, keep, KEEP_ONE, KEEP_ZERO));
+#endif
+        const CT gw2 = gi * w2;
+#if B2_ZERO
+        m[i] = DOWN_M(gw2);
+#else
+        m[i] = DOWN_M(mi * beta2 + gw2);
+#endif
+    }
+}
+
+#elif ALGO == 1 /* SIGNUM */
+#define NHP 4
+static void segment(TT_T *restrict th, const GT_T *restrict g, MT_T *restrict m,
+                    TT_T *restrict cp, int64_t a, int64_t b, const CT *hp) {
+    const CT lr = hp[0], beta = hp[1], w = hp[2], keep = hp[3];
+    (void)lr; (void)beta; (void)keep; (void)th; (void)cp;
+    for (int64_t i = a; i < b; ++i) {
+        const CT gw = grad_at(g, i) * w;
+#if B_ZERO
+        const CT mn = gw;
+#else
+        const CT mn = UP_M(m[i]) * beta + gw;
+#endif
+#if !LR_ZERO
+        store_theta(th, cp, i,
+                    decoupled(master_at(th, cp, i), sign_nan(mn), lr, keep, KEEP_ONE, KEEP_ZERO));
+#endif
+        m[i] = DOWN_M(mn);
+    }
+}
+
+#elif ALGO == 2 /* Tiger */
+#define NHP 5
+/* the NaN rule: (x − centre)·s + centre; m untouched */
+static void shrink(TT_T *restrict th, TT_T *restrict cp, int64_t a, int64_t b, CT ratio) {
+    for (int64_t i = a; i < b; ++i) {
+        const CT x = master_at(th, cp, i);
+#if CENTRE == 0
+        store_theta(th, cp, i, x * ratio);
+#else
+        store_theta(th, cp, i, (x - (CT)1) * ratio + (CT)1);
+#endif
+    }
+}
+
+/* m' = fl(fl(β·m) + fl(w·g)) on a window's first micro-step, fl(fl(w·g) + m) otherwise;
+ * move: θ' = decoupled(x, sign(m'), η, keep) (the window's last micro-step, η != 0) */
+static void segment(TT_T *restrict th, const GT_T *restrict g, MT_T *restrict m,
+                    TT_T *restrict cp, int64_t a, int64_t b, const CT *hp, int move, CT eta,
+                    CT keep) {
+    const CT beta = hp[1], w = hp[2];
+    (void)beta;
+    if (move) {
+        for (int64_t i = a; i < b; ++i) {
+            const CT gw = grad_at(g, i) * w;
+#if FIRST && B_ZERO
+            const CT mn = gw;
+#elif FIRST
+            const CT mn = UP_M(m[i]) * beta + gw;
+#else
+            const CT mn = gw + UP_M(m[i]);
+#endif
+            store_theta(th, cp, i,
+                        decoupled(master_at(th, cp, i), sign_nan(mn), eta, keep, KEEP_ONE, 0));
+            m[i] = DOWN_M(mn);
+        }
+    } else {
+        for (int64_t i = a; i < b; ++i) {
+            const CT gw = grad_at(g, i) * w;
+#if FIRST && B_ZERO
+            m[i] = DOWN_M(gw);
+#elif FIRST
+            m[i] = DOWN_M(UP_M(m[i]) * beta + gw);
+#else
+            m[i] = DOWN_M(gw + UP_M(m[i]));
+#endif
+        }
+    }
+}
+
+/* Σ x² over [a, b) in double, 16 independent accumulators (vectorisable without
+ * reassociation), then added in a fixed order */
+static double sum_squares(const TT_T *restrict th, const TT_T *restrict cp, int64_t a,
+                          int64_t b, double scale) {
+    double acc[16] = {0};
+    int64_t i = a;
+    for (; i + 16 <= b; i += 16)
+        for (int j = 0; j < 16; ++j) {
+            const double x = (double)master_at(th, cp, i + j) * scale;
+            acc[j] += x * x;
+        }
+    for (; i < b; ++i) {
+        const double x = (double)master_at(th, cp, i) * scale;
+        acc[0] += x * x;
+    }
+    double s = 0;
+    for (int j = 0; j < 16; ++j) s += acc[j];
+    return s;
+}
+
+static double max_abs(const TT_T *restrict th, const TT_T *restrict cp, int64_t a, int64_t b) {
+    double mx = 0;
+    for (int64_t i = a; i < b; ++i) {
+        const double x = fabs((double)master_at(th, cp, i));
+        mx = (x > mx || x != x) ? x : mx;
+    }
+    return mx;
+}
+
+/* ‖x‖₂ of [a, b) from its plain sum of squares s: exact squares for a float compute type;
+ * for double, squares that underflow (s < n·DBL_MIN) or overflow (s = inf) are redone with
+ * a power-of-two scaling (as TensorOps.norm does) */
+static CT norm_of(const TT_T *restrict th, const TT_T *restrict cp, int64_t a, int64_t b,
+                  double s) {
+#if CT_DOUBLE
+    if (!(s >= (double)(b - a) * 2.2250738585072014e-308) || s == INFINITY) {
+        const double mx = max_abs(th, cp, a, b);
+        if (mx > 0 && mx < INFINITY) {
+            int e;
+            frexp(mx, &e);
+            return ldexp(sqrt(sum_squares(th, cp, a, b, ldexp(1.0, -e))), e);
+        }
+    }
+#else
+    (void)th; (void)cp; (void)a; (void)b;
+#endif
+    return (CT)sqrt(s);
+}
+
+/* does g[a, b) trip the NaN rule */
+static int nan_in(const GT_T *restrict g, int64_t a, int64_t b) {
+    int hit = 0;
+    for (int64_t i = a; i < b; ++i) {
+        const CT v = UP_G(g[i]);
+#if NAN_MODE == 2
+        hit |= v != v;
+#else
+        hit |= !(fabs((double)v) < INFINITY);
+#endif
+    }
+    return hit;
+}
+#endif /* ALGO */
+
+/* ------------------------------------------------------------------ the multi-tensor driver */
+
+typedef struct {
+    int64_t tensor, a, b; /* elements [a, b) of tensor; whole rows when ROWS */
+} item_t;
+
+void lionspec_step(int64_t count, const int64_t *ptrs, const int64_t *numels,
+                   const int64_t *rowlens, const double *hp64, int64_t nthreads,
+                   uint8_t *flags_out) {
+    CT hp[NHP];
+    for (int k = 0; k < NHP; ++k) hp[k] = (CT)hp64[k];
+    (void)rowlens; (void)flags_out;
+
+    /* work items: whole rows (ROWS) or CHUNK elements, in tensor order */
+    int64_t nitems = 0;
+    for (int64_t t = 0; t < count; ++t) {
+        int64_t unit = 1;
+#if ALGO == 2 && ROWS
+        unit = rowlens[t];
+#endif
+        const int64_t per = CHUNK > unit ? CHUNK / unit * unit : unit;
+        nitems += (numels[t] + per - 1) / per;
+    }
+    item_t *items = malloc((size_t)(nitems > 0 ? nitems : 1) * sizeof *items);
+    if (!items) return; /* the caller checks flags_out[count] (set below) */
+    int64_t *first_item = malloc((size_t)(count + 1) * sizeof *first_item);
+    if (!first_item) { free(items); return; }
+    int64_t k = 0;
+    for (int64_t t = 0; t < count; ++t) {
+        int64_t unit = 1;
+#if ALGO == 2 && ROWS
+        unit = rowlens[t];
+#endif
+        const int64_t per = CHUNK > unit ? CHUNK / unit * unit : unit;
+        first_item[t] = k;
+        for (int64_t a = 0; a < numels[t]; a += per, ++k) {
+            items[k].tensor = t;
+            items[k].a = a;
+            items[k].b = a + per < numels[t] ? a + per : numels[t];
+        }
+    }
+    first_item[count] = k;
+
+#if ALGO != 2
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t it = 0; it < nitems; ++it) {
+        const int64_t *p = ptrs + 4 * items[it].tensor;
+        segment((TT_T *)p[0], (const GT_T *)p[1], (MT_T *)p[2], (TT_T *)p[3], items[it].a,
+                items[it].b, hp);
+    }
+#else
+    /* Tiger: pass 1 (per item) -- the NaN flag over g and the partial sums of squares of x;
+     * then per tensor (rows) η and keep; pass 2 -- the elementwise step */
+    const int need_rms = RMS && LAST && !(NAN_MODE == 1);
+    double *partial = calloc((size_t)(nitems > 0 ? nitems : 1), sizeof *partial);
+    uint8_t *hit = calloc((size_t)(nitems > 0 ? nitems : 1), 1);
+    uint8_t *flag = calloc((size_t)(count > 0 ? count : 1), 1);
+    CT *etas = NULL;
+    int64_t *eta_at = malloc((size_t)(count + 1) * sizeof *eta_at);
+    int64_t neta = 0;
+    for (int64_t t = 0; t < count; ++t) {
+        eta_at[t] = neta;
+#if ROWS
+        neta += numels[t] / rowlens[t];
+#else
+        neta += 1;
+#endif
+    }
+    eta_at[count] = neta;
+    etas = malloc((size_t)(neta > 0 ? neta : 1) * sizeof *etas);
+    if (!partial || !hit || !flag || !eta_at || !etas) {
+        free(partial); free(hit); free(flag); free(eta_at); free(etas); free(items);
+        free(first_item);
+        return;
+    }
+    (void)need_rms;
+#pragma omp parallel num_threads(nthreads)
+    {
+#if NAN_MODE >= 2 || (RMS && LAST)
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < nitems; ++it) {
+            const int64_t *p = ptrs + 4 * items[it].tensor;
+            const int64_t a = items[it].a, b = items[it].b;
+#if NAN_MODE >= 2
+            hit[it] = (uint8_t)nan_in((const GT_T *)p[1], a, b);
+#endif
+#if RMS && LAST
+#if ROWS
+            const int64_t len = rowlens[items[it].tensor];
+            CT *e = etas + eta_at[items[it].tensor];
+            for (int64_t r = a / len; r < b / len; ++r) {
+                const TT_T *th = (const TT_T *)p[0], *cp = (const TT_T *)p[3];
+                const double s = sum_squares(th, cp, r * len, (r + 1) * len, 1.0);
+                e[r] = norm_of(th, cp, r * len, (r + 1) * len, s);
+            }
+#else
+            partial[it] = sum_squares((const TT_T *)p[0], (const TT_T *)p[3], a, b, 1.0);
+#endif
+#endif
+        }
+#endif
+        /* per tensor: the flag, and η = fl(fl(‖x‖ / fl(√n))·α) per tensor or row */
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < count; ++t) {
+#if NAN_MODE == 1
+            flag[t] = 1;
+#elif NAN_MODE >= 2
+            uint8_t f = 0;
+            for (int64_t it = first_item[t]; it < first_item[t + 1]; ++it) f |= hit[it];
+            flag[t] = f;
+#endif
+#if RMS && LAST
+#if ROWS
+            const CT div = (CT)sqrt((double)rowlens[t]);
+            for (int64_t r = eta_at[t]; r < eta_at[t + 1]; ++r) etas[r] = etas[r] / div * hp[0];
+#else
+            double s = 0;
+            for (int64_t it = first_item[t]; it < first_item[t + 1]; ++it) s += partial[it];
+            const int64_t *p = ptrs + 4 * t;
+            const CT div = (CT)sqrt((double)numels[t]);
+            etas[eta_at[t]] =
+                norm_of((const TT_T *)p[0], (const TT_T *)p[3], 0, numels[t], s) / div * hp[0];
+#endif
+#else
+            etas[eta_at[t]] = hp[0];
+#endif
+        }
+        /* pass 2 */
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < nitems; ++it) {
+            const int64_t t = items[it].tensor;
+            const int64_t *p = ptrs + 4 * t;
+            TT_T *th = (TT_T *)p[0], *cp = (TT_T *)p[3];
+            const GT_T *g = (const GT_T *)p[1];
+            MT_T *m = (MT_T *)p[2];
+            const int64_t a = items[it].a, b = items[it].b;
+            if (flag[t]) {
+                shrink(th, cp, a, b, hp[4]);
+                continue;
+            }
+#if !LAST || LR_ZERO
+            segment(th, g, m, cp, a, b, hp, 0, 0, 1);
+#else
+#if ROWS
+            const int64_t len = rowlens[t];
+            for (int64_t r = a / len; r < b / len; ++r) {
+                const CT eta = etas[eta_at[t] + r];
+                const CT keep = KEEP_ONE ? (CT)1 : (CT)1 - eta * hp[3];
+                segment(th, g, m, cp, r * len, (r + 1) * len, hp, eta != 0, eta, keep);
+            }
+#else
+            const CT eta = etas[eta_at[t]];
+            const CT keep = KEEP_ONE ? (CT)1 : (CT)1 - eta * hp[3];
+            segment(th, g, m, cp, a, b, hp, eta != 0, eta, keep);
+#endif
+#endif
+        }
+    }
+    if (flags_out)
+        for (int64_t t = 0; t < count; ++t) flags_out[t] = flag[t];
+    free(partial); free(hit); free(flag); free(eta_at); free(etas);
+#endif
+    free(items);
+    free(first_item);
+    if (flags_out) flags_out[count] = 1; /* completed */
+}
