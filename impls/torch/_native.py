@@ -190,7 +190,7 @@ def _build(targets: dict[Config, Path]) -> None:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         jobs.append((cfg, path, tmp, cmd, proc))
     failure = None
-    for cfg, path, tmp, cmd, proc in jobs:
+    for _, path, tmp, cmd, proc in jobs:
         _, err = proc.communicate()
         if proc.returncode == 0:
             os.replace(tmp, path)  # atomic: a concurrent process sees all of it or nothing

@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -51,9 +51,10 @@ class Lion(SignOptimizer):
     """
 
     algorithm = "lion"
-    _native_hp = ("lr", "beta1", "w1", "beta2", "w2", "keep")
-    _native_flags = {"LR_ZERO": "lr_zero", "B1_ZERO": "beta1_zero", "B2_ZERO": "beta2_zero",
-                     "KEEP_ZERO": "keep_zero", "KEEP_ONE": "keep_one"}
+    _native_hp: ClassVar[tuple[str, ...]] = ("lr", "beta1", "w1", "beta2", "w2", "keep")
+    _native_flags: ClassVar[dict[str, str]] = {
+        "LR_ZERO": "lr_zero", "B1_ZERO": "beta1_zero", "B2_ZERO": "beta2_zero",
+        "KEEP_ZERO": "keep_zero", "KEEP_ONE": "keep_one"}
 
     def __init__(self, params: Any, lr: float | torch.Tensor = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,

@@ -19,7 +19,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -37,9 +37,10 @@ class Signum(SignOptimizer):
     """
 
     algorithm = "signum"
-    _native_hp = ("lr", "beta", "w", "keep")
-    _native_flags = {"LR_ZERO": "lr_zero", "B_ZERO": "beta_zero", "KEEP_ZERO": "keep_zero",
-                     "KEEP_ONE": "keep_one"}
+    _native_hp: ClassVar[tuple[str, ...]] = ("lr", "beta", "w", "keep")
+    _native_flags: ClassVar[dict[str, str]] = {
+        "LR_ZERO": "lr_zero", "B_ZERO": "beta_zero", "KEEP_ZERO": "keep_zero",
+        "KEEP_ONE": "keep_one"}
 
     def __init__(self, params: Any, lr: float | torch.Tensor = 1e-3, momentum: float = 0.9,
                  weight_decay: float = 0.0, *, maximize: bool = False,

@@ -40,7 +40,7 @@ Call ``step()`` after every micro-batch (do not sum gradients over the window yo
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -87,8 +87,8 @@ class Tiger(SignOptimizer):
     """
 
     algorithm = "tiger"
-    _native_hp = ("lr", "beta", "w", "weight_decay", "shrink_ratio")
-    _native_flags = {"LR_ZERO": "lr_zero", "B_ZERO": "beta_zero"}
+    _native_hp: ClassVar[tuple[str, ...]] = ("lr", "beta", "w", "weight_decay", "shrink_ratio")
+    _native_flags: ClassVar[dict[str, str]] = {"LR_ZERO": "lr_zero", "B_ZERO": "beta_zero"}
 
     def __init__(self, params: Any, lr: float | torch.Tensor = 1e-3, beta: float = 0.965,
                  weight_decay: float = 0.01, *, accumulation_steps: int = 1,
