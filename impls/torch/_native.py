@@ -45,7 +45,8 @@ import torch
 __all__ = ["BACKENDS", "NativeBuildError", "backend", "cache_dir", "kernels", "launch"]
 
 SOURCE = Path(__file__).with_name("_native_kernel.c")
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp", "-fPIC",
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
+         "-fopenmp", "-fPIC",
          "-shared", "-std=gnu11")
 #: values of ``LIONSPEC_FUSED_CPU``
 BACKENDS = ("auto", "native", "compile")

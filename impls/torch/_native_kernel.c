@@ -76,23 +76,69 @@ static inline uint16_t bf16_from_double(double d) {
     return bf16_from_float(f);
 }
 
+/* float16 as bit operations (vectorisable; GCC 12 vectorises _Float16 conversions only with
+ * AVX512-FP16). Widening is exact: the 15 low bits shifted into place and scaled by 2^112
+ * (exact for subnormals too), exponent forced to all ones for Inf/NaN. */
+static inline float f16_up(uint16_t h) {
+    uint32_t u = (uint32_t)(h & 0x7fffu) << 13;
+    float f;
+    memcpy(&f, &u, 4);
+    f *= 0x1p112f;
+    memcpy(&u, &f, 4);
+    u |= (h & 0x7fffu) >= 0x7c00u ? 0x7f800000u : 0u;
+    u |= (uint32_t)(h & 0x8000u) << 16;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* float -> float16, round to nearest even (F. Giesen's float_to_half_fast3_rtne): subnormal
+ * results by one hardware addition of a magic constant (rounds to nearest even), normal ones by
+ * integer rounding; overflow -> Inf; NaN stays NaN with its payload's top bits (as vcvtps2ph). */
+static inline uint16_t f16_from_float(float v) {
+    uint32_t f;
+    memcpy(&f, &v, 4);
+    const uint32_t sign = f & 0x80000000u;
+    f ^= sign;
+    const uint32_t magic_bits = (uint32_t)((127 - 15) + (23 - 10) + 1) << 23;
+    float magic, t;
+    memcpy(&magic, &magic_bits, 4);
+    memcpy(&t, &f, 4);
+    t += magic;
+    uint32_t sub;
+    memcpy(&sub, &t, 4);
+    sub -= magic_bits;
+    const uint32_t odd = (f >> 13) & 1u;
+    const uint32_t normal = (f + ((uint32_t)(15 - 127) << 23) + 0xfffu + odd) >> 13;
+    uint32_t o = f < (113u << 23) ? sub : normal;
+    o = f >= (143u << 23) ? (f > 0x7f800000u ? (0x7e00u | ((f >> 13) & 0x3ffu)) : 0x7c00u) : o;
+    return (uint16_t)(o | (sign >> 16));
+}
+
+static inline uint16_t f16_from_double(double d) { /* one rounding (GCC, clang) */
+    _Float16 h = (_Float16)d;
+    uint16_t u;
+    memcpy(&u, &h, 2);
+    return u;
+}
+
 typedef float ty_f32;
 typedef double ty_f64;
 typedef uint16_t ty_bf16;
-typedef _Float16 ty_f16;
+typedef uint16_t ty_f16;
 
 static inline CT up_f32(float v) { return (CT)v; }
 static inline CT up_f64(double v) { return (CT)v; }
 static inline CT up_bf16(uint16_t v) { return (CT)bf16_up(v); }
-static inline CT up_f16(_Float16 v) { return (CT)v; }
+static inline CT up_f16(uint16_t v) { return (CT)f16_up(v); }
 static inline float down_f32(CT v) { return (float)v; }
 static inline double down_f64(CT v) { return (double)v; }
 #if CT_DOUBLE
 static inline uint16_t down_bf16(CT v) { return bf16_from_double(v); }
+static inline uint16_t down_f16(CT v) { return f16_from_double(v); }
 #else
 static inline uint16_t down_bf16(CT v) { return bf16_from_float(v); }
+static inline uint16_t down_f16(CT v) { return f16_from_float(v); }
 #endif
-static inline _Float16 down_f16(CT v) { return (_Float16)v; } /* one rounding (GCC, clang) */
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -112,18 +158,24 @@ static inline _Float16 down_f16(CT v) { return (_Float16)v; } /* one rounding (G
 /* ------------------------------------------------------------------ the per-element math */
 
 /* sign with NaN propagated: ±0 -> +0, ±Inf -> ±1, NaN -> NaN (the all-ones NaN, as the
- * vectorised torch.maximum of the eager paths produces) */
-static inline CT sign_nan(CT c) {
-    CT s = (CT)((c > 0) - (c < 0));
+ * vectorised torch.maximum of the eager paths produces). Bit operations, branch-free:
+ * copysign(1, c) kept where c != 0, then OR-ed with the all-ones mask where c is NaN. */
 #if CT_DOUBLE
-    const uint64_t ones = ~(uint64_t)0;
-    double nan;
+typedef uint64_t UT;
+#define ONE_BITS 0x3ff0000000000000ull
 #else
-    const uint32_t ones = ~(uint32_t)0;
-    float nan;
+typedef uint32_t UT;
+#define ONE_BITS 0x3f800000u
 #endif
-    memcpy(&nan, &ones, sizeof nan);
-    return c != c ? nan : s;
+static inline CT sign_nan(CT c) {
+    UT u;
+    memcpy(&u, &c, sizeof u);
+    const UT sign = (UT)1 << (8 * sizeof(UT) - 1);
+    const UT one = ONE_BITS | (u & sign);
+    const UT r = (one & -(UT)(c != 0)) | -(UT)(c != c);
+    CT out;
+    memcpy(&out, &r, sizeof out);
+    return out;
 }
 
 static inline CT grad_at(const GT_T *restrict g, int64_t i) {
@@ -265,23 +317,16 @@ static void segment(TT_T *restrict th, const GT_T *restrict g, MT_T *restrict m,
     }
 }
 
-/* Σ x² over [a, b) in double, 16 independent accumulators (vectorisable without
- * reassociation), then added in a fixed order */
+/* Σ x² over [a, b) in double: a SIMD reduction (one partial sum per vector lane, added in a
+ * fixed order: deterministic for a given build; the bound covers any summation order) */
 static double sum_squares(const TT_T *restrict th, const TT_T *restrict cp, int64_t a,
                           int64_t b, double scale) {
-    double acc[16] = {0};
-    int64_t i = a;
-    for (; i + 16 <= b; i += 16)
-        for (int j = 0; j < 16; ++j) {
-            const double x = (double)master_at(th, cp, i + j) * scale;
-            acc[j] += x * x;
-        }
-    for (; i < b; ++i) {
-        const double x = (double)master_at(th, cp, i) * scale;
-        acc[0] += x * x;
-    }
     double s = 0;
-    for (int j = 0; j < 16; ++j) s += acc[j];
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = a; i < b; ++i) {
+        const double x = (double)master_at(th, cp, i) * scale;
+        s += x * x;
+    }
     return s;
 }
 
@@ -314,9 +359,30 @@ static CT norm_of(const TT_T *restrict th, const TT_T *restrict cp, int64_t a, i
     return (CT)sqrt(s);
 }
 
+/* one read of θ and g together: Σ x² (as sum_squares) and whether g trips the NaN rule */
+static double squares_and_nan(const TT_T *restrict th, const TT_T *restrict cp,
+                              const GT_T *restrict g, int64_t a, int64_t b, uint8_t *hit_out) {
+    double s = 0;
+    int hit = 0;
+#pragma omp simd reduction(+ : s) reduction(| : hit)
+    for (int64_t i = a; i < b; ++i) {
+        const double x = (double)master_at(th, cp, i);
+        s += x * x;
+        const CT v = UP_G(g[i]);
+#if NAN_MODE == 2
+        hit |= v != v;
+#else
+        hit |= !(fabs((double)v) < INFINITY);
+#endif
+    }
+    *hit_out = (uint8_t)hit;
+    return s;
+}
+
 /* does g[a, b) trip the NaN rule */
 static int nan_in(const GT_T *restrict g, int64_t a, int64_t b) {
     int hit = 0;
+#pragma omp simd reduction(| : hit)
     for (int64_t i = a; i < b; ++i) {
         const CT v = UP_G(g[i]);
 #if NAN_MODE == 2
@@ -412,21 +478,33 @@ void lionspec_step(int64_t count, const int64_t *ptrs, const int64_t *numels,
         for (int64_t it = 0; it < nitems; ++it) {
             const int64_t *p = ptrs + 4 * items[it].tensor;
             const int64_t a = items[it].a, b = items[it].b;
+#if NAN_MODE >= 2 && RMS && LAST && !ROWS
+            partial[it] = squares_and_nan((const TT_T *)p[0], (const TT_T *)p[3],
+                                          (const GT_T *)p[1], a, b, hit + it);
+#elif RMS && LAST && ROWS
+            const int64_t len = rowlens[items[it].tensor];
+            CT *e = etas + eta_at[items[it].tensor];
+            const TT_T *th = (const TT_T *)p[0], *cp = (const TT_T *)p[3];
+            uint8_t any = 0;
+            for (int64_t r = a / len; r < b / len; ++r) {
+#if NAN_MODE >= 2
+                uint8_t h;
+                const double s = squares_and_nan(th, cp, (const GT_T *)p[1], r * len,
+                                                 (r + 1) * len, &h);
+                any |= h;
+#else
+                const double s = sum_squares(th, cp, r * len, (r + 1) * len, 1.0);
+#endif
+                e[r] = norm_of(th, cp, r * len, (r + 1) * len, s);
+            }
+            hit[it] = any;
+#elif RMS && LAST
 #if NAN_MODE >= 2
             hit[it] = (uint8_t)nan_in((const GT_T *)p[1], a, b);
 #endif
-#if RMS && LAST
-#if ROWS
-            const int64_t len = rowlens[items[it].tensor];
-            CT *e = etas + eta_at[items[it].tensor];
-            for (int64_t r = a / len; r < b / len; ++r) {
-                const TT_T *th = (const TT_T *)p[0], *cp = (const TT_T *)p[3];
-                const double s = sum_squares(th, cp, r * len, (r + 1) * len, 1.0);
-                e[r] = norm_of(th, cp, r * len, (r + 1) * len, s);
-            }
-#else
             partial[it] = sum_squares((const TT_T *)p[0], (const TT_T *)p[3], a, b, 1.0);
-#endif
+#elif NAN_MODE >= 2
+            hit[it] = (uint8_t)nan_in((const GT_T *)p[1], a, b);
 #endif
         }
 #endif
