@@ -8,9 +8,11 @@
 >>> opt.step()
 
 Three code paths evaluate one math module (``_math``): a for-loop over tensors, ``foreach``
-(``torch._foreach_*``, bit-identical to the for-loop) and ``fused`` (a ``torch.compile``d pass per
-tensor). Importing this package imports torch only (never triton or inductor); ``fused=True``
-compiles lazily at the first step. See ``docs/torch.md``.
+(``torch._foreach_*``, bit-identical to the for-loop) and ``fused``: on CPU a native C kernel
+(``_native``: one call per step for all tensors, built once with the system compiler and cached
+on disk; ``torch.compile`` where there is no compiler), on CUDA the Triton kernels. Importing
+this package imports torch only (never triton or inductor); ``fused=True`` builds or loads its
+kernel at the first step. See ``docs/torch.md``.
 """
 
 from ._optimizer import SignOptimizer

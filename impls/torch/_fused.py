@@ -1,4 +1,7 @@
-"""The fused path: one compiled pass per tensor (``torch.compile``, inductor), cached process-wide.
+"""The ``torch.compile`` fused path: one compiled pass per tensor (inductor), cached process-wide.
+
+On CPU ``fused=True`` runs the native kernel (:mod:`._native`) and comes here only where no C
+compiler is available, or with ``LIONSPEC_FUSED_CPU=compile``.
 
 :func:`fused_update` evaluates the algorithm's math (:mod:`._math`) on one tensor and writes the
 results into the parameter, momentum and compensation buffers in place; ``torch.compile`` turns
@@ -40,7 +43,7 @@ import torch
 from torch import Tensor
 
 from ._math import ALGORITHMS
-from ._ops import TensorOps, round_once
+from ._ops import TensorOps, double_rounds, round_once
 
 __all__ = ["CHUNK", "chunk_sizes", "compiled_update", "compiled_update_many", "flat",
            "fusable_view", "fused_update", "fused_update_many", "pack"]
@@ -90,7 +93,7 @@ def fused_update(kind: str, theta: Tensor, grad: Tensor, exp_avg: Tensor, comp: 
     update = ALGORITHMS[kind](TensorOps, theta, grad, exp_avg, comp, **kwargs)
     for dst, value in ((theta, update.theta), (exp_avg, update.exp_avg), (comp, update.comp)):
         if value is not None and dst is not None:
-            dst.copy_(round_once(value, dst.dtype))
+            dst.copy_(round_once(value, dst.dtype) if double_rounds(value, dst.dtype) else value)
 
 
 def fused_update_many(kind: str, thetas: list[Tensor], grads: list[Tensor],

@@ -27,9 +27,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ListOps", "TensorOps", "round_once"]
+__all__ = ["ListOps", "TensorOps", "double_rounds", "round_once"]
 
 _NARROW = (torch.float16, torch.bfloat16)
+
+
+def double_rounds(x: Tensor, dtype: torch.dtype) -> bool:
+    """Whether torch's ``x.to(dtype)`` (or ``copy_``) would round twice: float64 -> 16 bits."""
+    return x.dtype == torch.float64 and dtype in _NARROW
 
 
 def round_once(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -45,7 +50,7 @@ def round_once(x: Tensor, dtype: torch.dtype) -> Tensor:
     >>> t.to(torch.bfloat16).item(), round_once(t, torch.bfloat16).item()
     (1.0, 1.0078125)
     """
-    if x.dtype != torch.float64 or dtype not in _NARROW:
+    if not double_rounds(x, dtype):
         return x.to(dtype)
     f = x.to(torch.float32)
     back = f.to(torch.float64)
@@ -156,8 +161,8 @@ class TensorOps:
     @staticmethod
     def store(dst: Tensor, value: Tensor) -> None:
         """Write ``value`` into ``dst`` (rounding once into ``dst``'s dtype)."""
-        if value is not dst:
-            dst.copy_(round_once(value, dst.dtype))
+        if value is not dst:  # copy_ converts in the same pass, except float64 -> 16 bits
+            dst.copy_(round_once(value, dst.dtype) if double_rounds(value, dst.dtype) else value)
 
 
 def _plain_norm(x: Tensor, dims: tuple[int, ...] | None) -> Tensor:
@@ -262,7 +267,7 @@ class ListOps:
 
     @staticmethod
     def store(dsts: list[Tensor], values: list[Tensor]) -> None:
-        pairs = [(d, round_once(v, d.dtype)) for d, v in zip(dsts, values, strict=True)
-                 if v is not d]
+        pairs = [(d, round_once(v, d.dtype) if double_rounds(v, d.dtype) else v)
+                 for d, v in zip(dsts, values, strict=True) if v is not d]
         if pairs:
             torch._foreach_copy_([d for d, _ in pairs], [v for _, v in pairs])
