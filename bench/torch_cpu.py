@@ -12,9 +12,10 @@ subprocess with a timeout, so a crash, a missing package or a compile cache cann
 row, and peak memory is separable. In the worker: the first ``step()`` is timed on its own (it
 allocates the state and, for compiled paths, compiles), then ``--warmup`` steps, then
 ``--repeats`` timed steps (fewer if they pass ``--max-timed-s``, at least 3) whose median is
-reported. Inductor's cache is a directory made for this run (``--inductor-cache DIR`` to keep
-one), so a compiled row's first process compiles cold; compiled rows always run a second process,
-whose first step shows the cost with the compile cache warm (a restarted job).
+reported. The compile caches (inductor's, and lionspec's native kernel cache,
+``LIONSPEC_CACHE_DIR``) are directories made for this run (``--inductor-cache DIR`` to keep one
+for both), so a compiled row's first process compiles cold; compiled rows always run a second
+process, whose first step shows the cost with the compile cache warm (a restarted job).
 
 Shared machines. The process CPU time over the timed steps, as a share of wall time × threads,
 tells whether another process took a core (< 90%: "contended"; OpenMP kernels then slow down far
@@ -613,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=1,
                         help="times a contended row (cpu < 90%%) is run again, at the end")
     parser.add_argument("--inductor-cache", metavar="DIR",
-                        help="compile cache to use (default: a fresh one for this run)")
+                        help="compile cache for inductor and lionspec's native kernels "
+                             "(default: a fresh one for this run)")
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     parser.add_argument("--json", metavar="PATH", help="write all results to PATH")
     parser.add_argument("--all", action="store_true", help="also run the extra candidates")
@@ -657,7 +659,8 @@ def main(argv: list[str] | None = None) -> int:
     shapes = scaled_shapes(args.scale)
     n = sum(s[0] * (s[1] if len(s) > 1 else 1) for _, s, _ in shapes)
     cache = args.inductor_cache or tempfile.mkdtemp(prefix="lionspec-bench-inductor-")
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TORCHINDUCTOR_CACHE_DIR": cache}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TORCHINDUCTOR_CACHE_DIR": cache,
+           "LIONSPEC_CACHE_DIR": cache}
     versions = {d: _version(d) for d in ("lionspec", "lion-pytorch", "timm", "pytorch-optimizer")}
     header = [
         f"lionspec torch CPU benchmark, {dt.date.today()}: {n:,} parameters in {len(shapes)} "
@@ -667,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.backends.cpu.get_cpu_capability()}; python {platform.python_version()}, "
         f"torch {torch.__version__}, " + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f" ({_git_describe()})",
-        "timm: optim/lion.py loaded without timm/__init__ (no torchvision); inductor cache: "
+        "timm: optim/lion.py loaded without timm/__init__ (no torchvision); compile caches: "
         + (cache if args.inductor_cache else "fresh for this run"),
         "command: " + shlex.join(["python", "bench/torch_cpu.py",
                                   *(argv if argv is not None else sys.argv[1:])]),
