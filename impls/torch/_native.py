@@ -169,7 +169,11 @@ def kernels(configs: Sequence[Config]) -> list[ctypes._CFuncPtr]:
     if to_build:
         _build(to_build)
     for cfg, path in missing.items():
-        fn = ctypes.CDLL(str(path)).lionspec_step
+        try:
+            fn = ctypes.CDLL(str(path)).lionspec_step
+        except (OSError, AttributeError) as error:
+            raise NativeBuildError(f"cannot load the cached kernel {path} ({error}); delete it "
+                                   f"to rebuild") from error
         fn.restype = None
         fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                        ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
@@ -182,13 +186,29 @@ def _build(targets: dict[Config, Path]) -> None:
     if cc is None:
         raise NativeBuildError("no C compiler found (set CC, or install gcc or clang)")
     out = next(iter(targets.values())).parent
-    out.mkdir(parents=True, exist_ok=True)
     jobs = []
-    for cfg, path in targets.items():
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out)
-        os.close(fd)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        temps = []
+        for _ in targets:
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out)
+            os.close(fd)
+            temps.append(tmp)
+    except OSError as error:
+        raise NativeBuildError(f"cannot write the kernel cache {out} ({error}); set "
+                               f"LIONSPEC_CACHE_DIR to a writable directory") from error
+    for (cfg, path), tmp in zip(targets.items(), temps, strict=True):
         cmd = [cc, *FLAGS, *(f"-D{k}={v}" for k, v in cfg), str(SOURCE), "-o", tmp, "-lm"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+        except OSError as error:
+            for _, _, started, _, running in jobs:
+                running.wait()
+                Path(started).unlink(missing_ok=True)
+            for leftover in temps:
+                Path(leftover).unlink(missing_ok=True)
+            raise NativeBuildError(f"cannot run the C compiler {cc}: {error}") from error
         jobs.append((cfg, path, tmp, cmd, proc))
     failure = None
     for _, path, tmp, cmd, proc in jobs:

@@ -446,128 +446,86 @@ void lionspec_step(int64_t count, const int64_t *ptrs, const int64_t *numels,
                 items[it].b, hp);
     }
 #else
-    /* Tiger: pass 1 (per item) -- the NaN flag over g and the partial sums of squares of x;
-     * then per tensor (rows) η and keep; pass 2 -- the elementwise step */
-    const int need_rms = RMS && LAST && !(NAN_MODE == 1);
+    /* Tiger, tensor by tensor: pass 1 over the tensor's items (the NaN flag of g; for a
+     * per-tensor RMS also the partial sums of squares of x), a barrier, then every thread
+     * forms the tensor's flag and η from the same partials in the same order, and pass 2
+     * steps the items with the same static split as pass 1, so each thread finds in its own
+     * cache what it has just read (whole for tensors up to about the L2 size). A per-row RMS
+     * (embedding) is computed just before its row is stepped, while the row is in L1: pass 1
+     * then reads only g. */
     double *partial = calloc((size_t)(nitems > 0 ? nitems : 1), sizeof *partial);
     uint8_t *hit = calloc((size_t)(nitems > 0 ? nitems : 1), 1);
-    uint8_t *flag = calloc((size_t)(count > 0 ? count : 1), 1);
-    CT *etas = NULL;
-    int64_t *eta_at = malloc((size_t)(count + 1) * sizeof *eta_at);
-    int64_t neta = 0;
-    for (int64_t t = 0; t < count; ++t) {
-        eta_at[t] = neta;
-#if ROWS
-        neta += numels[t] / rowlens[t];
-#else
-        neta += 1;
-#endif
-    }
-    eta_at[count] = neta;
-    etas = malloc((size_t)(neta > 0 ? neta : 1) * sizeof *etas);
-    if (!partial || !hit || !flag || !eta_at || !etas) {
-        free(partial); free(hit); free(flag); free(eta_at); free(etas); free(items);
-        free(first_item);
+    if (!partial || !hit) {
+        free(partial); free(hit); free(items); free(first_item);
         return;
     }
-    (void)need_rms;
 #pragma omp parallel num_threads(nthreads)
-    {
-#if NAN_MODE >= 2 || (RMS && LAST)
+    for (int64_t t = 0; t < count; ++t) {
+        const int64_t *p = ptrs + 4 * t;
+        TT_T *th = (TT_T *)p[0], *cp = (TT_T *)p[3];
+        const GT_T *g = (const GT_T *)p[1];
+        MT_T *m = (MT_T *)p[2];
+        const int64_t i0 = first_item[t], i1 = first_item[t + 1];
+        (void)th; (void)cp; (void)g; (void)m;
+#if NAN_MODE >= 2 || (RMS && LAST && !ROWS)
 #pragma omp for schedule(static)
-        for (int64_t it = 0; it < nitems; ++it) {
-            const int64_t *p = ptrs + 4 * items[it].tensor;
+        for (int64_t it = i0; it < i1; ++it) {
             const int64_t a = items[it].a, b = items[it].b;
 #if NAN_MODE >= 2 && RMS && LAST && !ROWS
-            partial[it] = squares_and_nan((const TT_T *)p[0], (const TT_T *)p[3],
-                                          (const GT_T *)p[1], a, b, hit + it);
-#elif RMS && LAST && ROWS
-            const int64_t len = rowlens[items[it].tensor];
-            CT *e = etas + eta_at[items[it].tensor];
-            const TT_T *th = (const TT_T *)p[0], *cp = (const TT_T *)p[3];
-            uint8_t any = 0;
-            for (int64_t r = a / len; r < b / len; ++r) {
+            partial[it] = squares_and_nan(th, cp, g, a, b, hit + it);
+#elif RMS && LAST && !ROWS
+            partial[it] = sum_squares(th, cp, a, b, 1.0);
+#else
+            hit[it] = (uint8_t)nan_in(g, a, b);
+#endif
+        } /* implicit barrier: every partial of tensor t is in */
+#endif
+        int nanf = NAN_MODE == 1;
 #if NAN_MODE >= 2
-                uint8_t h;
-                const double s = squares_and_nan(th, cp, (const GT_T *)p[1], r * len,
-                                                 (r + 1) * len, &h);
-                any |= h;
-#else
-                const double s = sum_squares(th, cp, r * len, (r + 1) * len, 1.0);
+        for (int64_t it = i0; it < i1; ++it) nanf |= hit[it];
 #endif
-                e[r] = norm_of(th, cp, r * len, (r + 1) * len, s);
-            }
-            hit[it] = any;
-#elif RMS && LAST
-#if NAN_MODE >= 2
-            hit[it] = (uint8_t)nan_in((const GT_T *)p[1], a, b);
+        CT eta = hp[0];
+#if RMS && LAST && !ROWS
+        double sq = 0;
+        for (int64_t it = i0; it < i1; ++it) sq += partial[it];
+        eta = norm_of(th, cp, 0, numels[t], sq) / (CT)sqrt((double)numels[t]) * hp[0];
 #endif
-            partial[it] = sum_squares((const TT_T *)p[0], (const TT_T *)p[3], a, b, 1.0);
-#elif NAN_MODE >= 2
-            hit[it] = (uint8_t)nan_in((const GT_T *)p[1], a, b);
-#endif
-        }
-#endif
-        /* per tensor: the flag, and η = fl(fl(‖x‖ / fl(√n))·α) per tensor or row */
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < count; ++t) {
-#if NAN_MODE == 1
-            flag[t] = 1;
-#elif NAN_MODE >= 2
-            uint8_t f = 0;
-            for (int64_t it = first_item[t]; it < first_item[t + 1]; ++it) f |= hit[it];
-            flag[t] = f;
-#endif
-#if RMS && LAST
-#if ROWS
-            const CT div = (CT)sqrt((double)rowlens[t]);
-            for (int64_t r = eta_at[t]; r < eta_at[t + 1]; ++r) etas[r] = etas[r] / div * hp[0];
-#else
-            double s = 0;
-            for (int64_t it = first_item[t]; it < first_item[t + 1]; ++it) s += partial[it];
-            const int64_t *p = ptrs + 4 * t;
-            const CT div = (CT)sqrt((double)numels[t]);
-            etas[eta_at[t]] =
-                norm_of((const TT_T *)p[0], (const TT_T *)p[3], 0, numels[t], s) / div * hp[0];
-#endif
-#else
-            etas[eta_at[t]] = hp[0];
-#endif
-        }
-        /* pass 2 */
-#pragma omp for schedule(static)
-        for (int64_t it = 0; it < nitems; ++it) {
-            const int64_t t = items[it].tensor;
-            const int64_t *p = ptrs + 4 * t;
-            TT_T *th = (TT_T *)p[0], *cp = (TT_T *)p[3];
-            const GT_T *g = (const GT_T *)p[1];
-            MT_T *m = (MT_T *)p[2];
+        const CT keep = KEEP_ONE ? (CT)1 : (CT)1 - eta * hp[3];
+        (void)keep;
+#pragma omp for schedule(static) nowait
+        for (int64_t it = i0; it < i1; ++it) {
             const int64_t a = items[it].a, b = items[it].b;
-            if (flag[t]) {
+            if (nanf) {
                 shrink(th, cp, a, b, hp[4]);
                 continue;
             }
 #if !LAST || LR_ZERO
             segment(th, g, m, cp, a, b, hp, 0, 0, 1);
-#else
-#if ROWS
+#elif RMS && ROWS
             const int64_t len = rowlens[t];
+            const CT div = (CT)sqrt((double)len);
             for (int64_t r = a / len; r < b / len; ++r) {
-                const CT eta = etas[eta_at[t] + r];
-                const CT keep = KEEP_ONE ? (CT)1 : (CT)1 - eta * hp[3];
-                segment(th, g, m, cp, r * len, (r + 1) * len, hp, eta != 0, eta, keep);
+                const int64_t ra = r * len, rb = ra + len;
+                const CT e = norm_of(th, cp, ra, rb, sum_squares(th, cp, ra, rb, 1.0)) / div *
+                             hp[0];
+                const CT k = KEEP_ONE ? (CT)1 : (CT)1 - e * hp[3];
+                segment(th, g, m, cp, ra, rb, hp, e != 0, e, k);
             }
 #else
-            const CT eta = etas[eta_at[t]];
-            const CT keep = KEEP_ONE ? (CT)1 : (CT)1 - eta * hp[3];
             segment(th, g, m, cp, a, b, hp, eta != 0, eta, keep);
-#endif
 #endif
         }
     }
     if (flags_out)
-        for (int64_t t = 0; t < count; ++t) flags_out[t] = flag[t];
-    free(partial); free(hit); free(flag); free(eta_at); free(etas);
+        for (int64_t t = 0; t < count; ++t) {
+            uint8_t f = NAN_MODE == 1;
+#if NAN_MODE >= 2
+            for (int64_t it = first_item[t]; it < first_item[t + 1]; ++it) f |= hit[it];
+#endif
+            flags_out[t] = f;
+        }
+    free(partial);
+    free(hit);
 #endif
     free(items);
     free(first_item);

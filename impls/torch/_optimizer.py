@@ -215,6 +215,9 @@ class SignOptimizer(Optimizer):
                 loss = closure()
         groups = [(group, self._entries(group)) for group in self.param_groups]
         self._before_step(groups)
+        if not getattr(self, "_native_prefetched", False):
+            self._native_prefetch(groups)
+            self._native_prefetched = True
         for group, entries in groups:
             self._step_group(group, entries)
             self._after_group(group, entries)
@@ -312,10 +315,9 @@ class SignOptimizer(Optimizer):
                 and all(t is None or t.is_contiguous()
                         for t in (e.theta, e.grad, e.exp_avg, e.comp)))
 
-    def _native_step(self, group: dict[str, Any], entries: list[Entry],
-                     hyper: dict[str, Any]) -> bool:
-        """Step ``entries`` with the native kernel, one call per configuration; ``False`` if it
-        could not be built (then, under ``LIONSPEC_FUSED_CPU=auto``, torch.compile runs)."""
+    def _native_calls(self, group: dict[str, Any], entries: list[Entry],
+                      hyper: dict[str, Any]) -> dict[_native.Config, list[tuple[Entry, int]]]:
+        """``entries`` by native kernel configuration, each with its RMS row length."""
         calls: dict[_native.Config, list[tuple[Entry, int]]] = defaultdict(list)
         switches = {macro: hyper[name] for macro, name in self._native_flags.items()}
         switches["MAXIMIZE"] = group["maximize"]
@@ -325,6 +327,28 @@ class SignOptimizer(Optimizer):
             cfg = _native.config(self.algorithm, e.theta.dtype, e.grad.dtype, e.exp_avg.dtype,
                                  e.compute, {**switches, **extra, "COMP": e.comp is not None})
             calls[cfg].append((e, rowlen))
+        return calls
+
+    def _native_prefetch(self, groups: list[tuple[dict[str, Any], list[Entry]]]) -> None:
+        """Build (or load) the native kernels of every fused CPU group at the first step at once,
+        so that the missing ones compile concurrently (a first Tiger step has one per role).
+        Later steps build what they miss as they go (e.g. Tiger's window-closing variant)."""
+        configs: list[_native.Config] = []
+        for group, entries in groups:
+            live = [e for e in entries if e.theta.numel() > 0 and self._native_ready(e)]
+            if live and self.path(group, (e.param for e in live)) == "fused":
+                configs += self._native_calls(group, live, self._hyper(group))
+        if configs and _native.backend() == "native":
+            try:
+                _native.kernels(configs)
+            except _native.NativeBuildError as error:
+                _native.note_failure(error)
+
+    def _native_step(self, group: dict[str, Any], entries: list[Entry],
+                     hyper: dict[str, Any]) -> bool:
+        """Step ``entries`` with the native kernel, one call per configuration; ``False`` if it
+        could not be built (then, under ``LIONSPEC_FUSED_CPU=auto``, torch.compile runs)."""
+        calls = self._native_calls(group, entries, hyper)
         try:
             fns = _native.kernels(list(calls))
         except _native.NativeBuildError as error:

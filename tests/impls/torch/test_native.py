@@ -296,6 +296,23 @@ def test_no_compiler_means_torch_compile_under_auto_and_an_error_under_native(fr
         _native.kernels([_native.config("lion", F32, F32, F32, F32, {})])
 
 
+def test_an_unwritable_cache_is_a_build_error_naming_the_setting(fresh, monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("LIONSPEC_CACHE_DIR", str(blocker))  # native/ cannot be made under a file
+    with pytest.raises(_native.NativeBuildError, match="LIONSPEC_CACHE_DIR to a writable"):
+        _native.kernels([_native.config("lion", F32, F32, F32, F32, {"MAXIMIZE": 1})])
+
+
+def test_a_corrupt_cached_kernel_is_a_build_error_saying_what_to_delete(fresh):
+    cfg = _native.config("lion", F32, F32, F32, F32, {"B1_ZERO": 1})
+    path = _native._path(cfg)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a shared object")
+    with pytest.raises(_native.NativeBuildError, match="delete it to rebuild"):
+        _native.kernels([cfg])
+
+
 def test_a_bad_backend_name_is_a_value_error(monkeypatch):
     monkeypatch.setenv("LIONSPEC_FUSED_CPU", "gpu")
     with pytest.raises(ValueError, match=r"LIONSPEC_FUSED_CPU must be one of .*'gpu'"):
