@@ -320,11 +320,11 @@ static void segment(TT_T *restrict th, const GT_T *restrict g, MT_T *restrict m,
 /* Σ x² over [a, b) in double: a SIMD reduction (one partial sum per vector lane, added in a
  * fixed order: deterministic for a given build; the bound covers any summation order) */
 static double sum_squares(const TT_T *restrict th, const TT_T *restrict cp, int64_t a,
-                          int64_t b, double scale) {
+                          int64_t b) {
     double s = 0;
 #pragma omp simd reduction(+ : s)
     for (int64_t i = a; i < b; ++i) {
-        const double x = (double)master_at(th, cp, i) * scale;
+        const double x = (double)master_at(th, cp, i);
         s += x * x;
     }
     return s;
@@ -339,6 +339,18 @@ static double max_abs(const TT_T *restrict th, const TT_T *restrict cp, int64_t 
     return mx;
 }
 
+/* Σ (x·2^k)² over [a, b): the rescaled sum of norm_of's rare path. ldexp scales exactly
+ * without forming 2^k, which overflows for k > 1023 (θ subnormal: k up to 1074). */
+static double sum_squares_shifted(const TT_T *restrict th, const TT_T *restrict cp, int64_t a,
+                                  int64_t b, int k) {
+    double s = 0;
+    for (int64_t i = a; i < b; ++i) {
+        const double x = ldexp((double)master_at(th, cp, i), k);
+        s += x * x;
+    }
+    return s;
+}
+
 /* ‖x‖₂ of [a, b) from its plain sum of squares s: exact squares for a float compute type;
  * for double, squares that underflow (s < n·DBL_MIN) or overflow (s = inf) are redone with
  * a power-of-two scaling (as TensorOps.norm does) */
@@ -350,7 +362,7 @@ static CT norm_of(const TT_T *restrict th, const TT_T *restrict cp, int64_t a, i
         if (mx > 0 && mx < INFINITY) {
             int e;
             frexp(mx, &e);
-            return ldexp(sqrt(sum_squares(th, cp, a, b, ldexp(1.0, -e))), e);
+            return ldexp(sqrt(sum_squares_shifted(th, cp, a, b, -e)), e);
         }
     }
 #else
@@ -474,7 +486,7 @@ void lionspec_step(int64_t count, const int64_t *ptrs, const int64_t *numels,
 #if NAN_MODE >= 2 && RMS && LAST && !ROWS
             partial[it] = squares_and_nan(th, cp, g, a, b, hit + it);
 #elif RMS && LAST && !ROWS
-            partial[it] = sum_squares(th, cp, a, b, 1.0);
+            partial[it] = sum_squares(th, cp, a, b);
 #else
             hit[it] = (uint8_t)nan_in(g, a, b);
 #endif
@@ -506,7 +518,7 @@ void lionspec_step(int64_t count, const int64_t *ptrs, const int64_t *numels,
             const CT div = (CT)sqrt((double)len);
             for (int64_t r = a / len; r < b / len; ++r) {
                 const int64_t ra = r * len, rb = ra + len;
-                const CT e = norm_of(th, cp, ra, rb, sum_squares(th, cp, ra, rb, 1.0)) / div *
+                const CT e = norm_of(th, cp, ra, rb, sum_squares(th, cp, ra, rb)) / div *
                              hp[0];
                 const CT k = KEEP_ONE ? (CT)1 : (CT)1 - e * hp[3];
                 segment(th, g, m, cp, ra, rb, hp, e != 0, e, k);

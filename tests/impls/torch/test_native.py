@@ -189,6 +189,25 @@ def test_tiger_eta_is_the_rounded_rms_of_exact_squares(role):
     assert same_bits(p, expected)
 
 
+@pytest.mark.parametrize("role", ["weight", "embedding"])
+@pytest.mark.parametrize("scale", [4.9e-324, 1e-200, 1e200, 1e300])
+def test_tiger_float64_rms_of_tiny_and_huge_theta_matches_the_for_loop(role, scale):
+    """Squares that underflow (down to the smallest subnormal, whose rescaling factor 2^1074 is
+    not a double) or overflow are redone with an exact power-of-two scaling. Found by the
+    conformance suite (ci profile): θ = 2^-1074 gave η = NaN."""
+    theta0 = torch.tensor([[1.0, -1.0, 0.5], [1.0, 0.25, 1.0]], dtype=F64) * scale
+    out = []
+    for path in ({"foreach": False}, {"fused": True}):
+        p = theta0.clone()
+        # λ = 0: with huge θ, keep = 1 − η·λ (η ∝ RMS(θ)) would overflow θ·keep by the spec itself
+        opt = Tiger([{"params": [p], "role": role}], lr=1e-3, weight_decay=0.0, **path)
+        p.grad = torch.tensor([[1.0, -1.0, 0.0], [-2.0, 3.0, 1.0]], dtype=F64)
+        opt.step()
+        out.append(p)
+    assert torch.isfinite(out[1]).all()
+    assert torch.equal(out[0], out[1])  # exact squares of scaled values: the same η here
+
+
 @pytest.mark.parametrize("cls", [Lion, Tiger], ids=["lion", "tiger"])
 def test_results_do_not_depend_on_the_thread_count(cls):
     threads = torch.get_num_threads()
