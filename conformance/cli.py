@@ -90,12 +90,18 @@ def check(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from lionspec.conformance import report as rep
-    from lionspec.conformance.runner import RunPlan, default_targets, explicit_errors, run_one
+    from lionspec.conformance.runner import (
+        RunPlan,
+        default_targets,
+        expand_patterns,
+        explicit_errors,
+        run_one,
+    )
 
     console = _console()
-    named = list(args.targets)
-    if named:
-        errors = explicit_errors(named)
+    named, errors = expand_patterns(args.targets)
+    if named or errors:
+        errors += explicit_errors(named)
         if errors:
             for line in errors:
                 console.print(f"[red]error[/red] {line}")
@@ -178,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ck = sub.add_parser("check", help="run the conformance suite on implementations "
                         "(default: every registered one)")
     ck.add_argument("targets", nargs="*", metavar="TARGET",
-                    help="a name from `lionspec list` or package.module:Attr")
+                    help="a name from `lionspec list` (shell patterns such as "
+                         "'lionspec-torch:*' select several) or package.module:Attr")
     ck.add_argument("--algorithm", choices=ALGORITHMS, default=None,
                     help="only targets of this algorithm (and the algorithm of a "
                          "package.module:Attr target; default lion)")

@@ -9,6 +9,7 @@ without starting a process.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import importlib.util
 import json
 import os
@@ -124,6 +125,31 @@ def run_targets(plan: RunPlan,
 def default_targets(algorithm: str | None) -> list[str]:
     """Every registered target (for ``algorithm``, when given), installed or not."""
     return [name for name, e in REGISTRY.items() if algorithm in (None, e.algorithm)]
+
+
+_GLOB = frozenset("*?[")
+
+
+def expand_patterns(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Named targets with shell-style patterns (``lionspec-torch:*``) expanded over the registry,
+    in registry order, each name once; returns ``(names, errors)``, an error for a pattern that
+    matches nothing.
+
+    >>> expand_patterns(["lionspec-jax:l*"])
+    (['lionspec-jax:lion'], [])
+    """
+    out: list[str] = []
+    errors = []
+    for name in names:
+        if not _GLOB & set(name):
+            if name not in out:
+                out.append(name)
+            continue
+        hits = [t for t in REGISTRY if fnmatch.fnmatchcase(t, name)]
+        if not hits:
+            errors.append(f"{name}: matches no registered target (`lionspec list`)")
+        out += [t for t in hits if t not in out]
+    return out, errors
 
 
 def explicit_errors(names: Sequence[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""``lionspec selfcheck``: exit codes, output, and that it catches a broken oracle."""
+"""``lionspec selfcheck``: exit codes, output, and that it catches a broken oracle; target
+patterns of ``lionspec check``."""
 
 from __future__ import annotations
 
@@ -54,3 +55,20 @@ def test_usage_errors_exit_2():
     with pytest.raises(SystemExit) as info:
         cli.main(["selfcheck", "--algorithm", "adam"])
     assert info.value.code == 2
+
+
+def test_check_expands_target_patterns_over_the_registry():
+    from lionspec.conformance.registry import REGISTRY
+    from lionspec.conformance.runner import expand_patterns
+
+    names, errors = expand_patterns(["lionspec-torch:*-fused", "lionspec-jax:lion",
+                                     "lionspec-torch:Lion-fused"])
+    assert errors == []
+    assert names == ["lionspec-torch:Lion-fused", "lionspec-torch:Signum-fused",
+                     "lionspec-torch:Tiger-fused", "lionspec-jax:lion"]  # no duplicates
+    assert all(n in REGISTRY for n in names)
+
+
+def test_check_rejects_a_pattern_that_matches_nothing(capsys):
+    assert cli.main(["check", "nosuch-*"]) == 2
+    assert "nosuch-*: matches no registered target" in capsys.readouterr().out
