@@ -371,6 +371,15 @@ static CT norm_of(const TT_T *restrict th, const TT_T *restrict cp, int64_t a, i
     return (CT)sqrt(s);
 }
 
+/* does one gradient element trip the NaN rule: NaN (NAN_MODE 2), or any non-finite value */
+static inline int trips(CT v) {
+#if NAN_MODE == 2
+    return v != v;
+#else
+    return !(fabs((double)v) < INFINITY);
+#endif
+}
+
 /* one read of θ and g together: Σ x² (as sum_squares) and whether g trips the NaN rule */
 static double squares_and_nan(const TT_T *restrict th, const TT_T *restrict cp,
                               const GT_T *restrict g, int64_t a, int64_t b, uint8_t *hit_out) {
@@ -380,12 +389,7 @@ static double squares_and_nan(const TT_T *restrict th, const TT_T *restrict cp,
     for (int64_t i = a; i < b; ++i) {
         const double x = (double)master_at(th, cp, i);
         s += x * x;
-        const CT v = UP_G(g[i]);
-#if NAN_MODE == 2
-        hit |= v != v;
-#else
-        hit |= !(fabs((double)v) < INFINITY);
-#endif
+        hit |= trips(UP_G(g[i]));
     }
     *hit_out = (uint8_t)hit;
     return s;
@@ -396,12 +400,7 @@ static int nan_in(const GT_T *restrict g, int64_t a, int64_t b) {
     int hit = 0;
 #pragma omp simd reduction(| : hit)
     for (int64_t i = a; i < b; ++i) {
-        const CT v = UP_G(g[i]);
-#if NAN_MODE == 2
-        hit |= v != v;
-#else
-        hit |= !(fabs((double)v) < INFINITY);
-#endif
+        hit |= trips(UP_G(g[i]));
     }
     return hit;
 }
