@@ -42,7 +42,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["BACKENDS", "NativeBuildError", "backend", "cache_dir", "kernels", "launch"]
+__all__ = ["BACKENDS", "NativeBuildError", "backend", "cache_dir", "kernels", "kernels_or_none",
+           "launch", "takes"]
 
 SOURCE = Path(__file__).with_name("_native_kernel.c")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
@@ -92,6 +93,11 @@ def note_failure(error: NativeBuildError) -> None:
         warnings.warn(f"lionspec: the native fused kernel could not be built, using "
                       f"torch.compile instead: {error}", RuntimeWarning, stacklevel=4)
     _BROKEN.append(str(error))
+
+
+def takes(dtype: torch.dtype) -> bool:
+    """Whether the kernel handles tensors of ``dtype`` (float16/bfloat16/float32/float64)."""
+    return dtype in _DTYPES
 
 
 @functools.cache
@@ -179,6 +185,15 @@ def kernels(configs: Sequence[Config]) -> list[ctypes._CFuncPtr]:
                        ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
         _LOADED[cfg] = fn
     return [_LOADED[cfg] for cfg in configs]
+
+
+def kernels_or_none(configs: Sequence[Config]) -> list[ctypes._CFuncPtr] | None:
+    """:func:`kernels`, or ``None`` after :func:`note_failure` (under ``auto``: fall back)."""
+    try:
+        return kernels(configs)
+    except NativeBuildError as error:
+        note_failure(error)
+        return None
 
 
 def _build(targets: dict[Config, Path]) -> None:

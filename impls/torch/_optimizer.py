@@ -310,9 +310,10 @@ class SignOptimizer(Optimizer):
 
     @staticmethod
     def _native_ready(e: Entry) -> bool:
-        """Whether the native kernel takes this entry: CPU, every tensor contiguous."""
+        """Whether the native kernel takes this entry: CPU, every tensor contiguous and of a
+        dtype it handles (others take the torch.compile path)."""
         return (e.theta.device.type == "cpu"
-                and all(t is None or t.is_contiguous()
+                and all(t is None or (t.is_contiguous() and _native.takes(t.dtype))
                         for t in (e.theta, e.grad, e.exp_avg, e.comp)))
 
     def _native_calls(self, group: dict[str, Any], entries: list[Entry],
@@ -339,20 +340,15 @@ class SignOptimizer(Optimizer):
             if live and self.path(group, (e.param for e in live)) == "fused":
                 configs += self._native_calls(group, live, self._hyper(group))
         if configs and _native.backend() == "native":
-            try:
-                _native.kernels(configs)
-            except _native.NativeBuildError as error:
-                _native.note_failure(error)
+            _native.kernels_or_none(configs)
 
     def _native_step(self, group: dict[str, Any], entries: list[Entry],
                      hyper: dict[str, Any]) -> bool:
         """Step ``entries`` with the native kernel, one call per configuration; ``False`` if it
         could not be built (then, under ``LIONSPEC_FUSED_CPU=auto``, torch.compile runs)."""
         calls = self._native_calls(group, entries, hyper)
-        try:
-            fns = _native.kernels(list(calls))
-        except _native.NativeBuildError as error:
-            _native.note_failure(error)
+        fns = _native.kernels_or_none(list(calls))
+        if fns is None:
             return False
         hp = [float(hyper[name]) for name in self._native_hp]
         for fn, items in zip(fns, calls.values(), strict=True):

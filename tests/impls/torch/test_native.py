@@ -242,6 +242,20 @@ def test_many_tensors_and_rows_longer_than_a_work_item_in_one_call(role):
         assert same_bits(p, expected), tuple(p.shape)
 
 
+def test_dtypes_the_kernel_does_not_take_go_to_the_compiled_path(monkeypatch):
+    """float8 θ: not a native dtype, so ``fused=True`` steps it through torch.compile (before,
+    the first step's kernel prefetch raised TypeError), with the for-loop's result."""
+    dt = torch.float8_e4m3fn
+    out = []
+    for path in ({"foreach": False}, {"fused": True}):
+        p = torch.tensor([1.0, -2.0, 0.5, 0.0]).to(dt)
+        opt = Lion([p], lr=0.25, momentum_dtype=F32, **path)
+        p.grad = torch.tensor([1.0, 1.0, -1.0, 0.0]).to(dt)
+        opt.step()
+        out.append(p)
+    assert torch.equal(out[0].view(torch.uint8), out[1].view(torch.uint8))
+
+
 def test_a_step_bumps_the_autograd_version_counters():
     p = torch.nn.Parameter(torch.randn(10))
     opt = Lion([p], lr=0.01, fused=True)
