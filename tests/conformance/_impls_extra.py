@@ -255,3 +255,34 @@ BROKEN: dict[str, list[tuple[Callable[[], Target], str | None]]] = {
                        (_bad_tiger("scale centre 0", scale_centre=0.0), None),
                        (_bad_tiger("no shrink mid-window", nan="update-only"), None)],
 }
+
+
+#: the arithmetic lionspec's torch optimizers declare (every dtype, fp32 momentum for 16-bit)
+TORCH_PROFILE = Profile(c_form="muladd", dtypes=("float64", "float32", "float16", "bfloat16"),
+                        momentum_dtypes=("float32",))
+
+
+def torch_target(name: str) -> Target:
+    """lionspec's torch ``Lion``/``Signum``/``Tiger`` as a target (skips without torch)."""
+    import pytest
+
+    torch_impls = pytest.importorskip("lionspec.impls.torch")
+    from lionspec.conformance.target import TorchOptimizer
+
+    return Target(f"torch {name}", name.lower(), TorchOptimizer(getattr(torch_impls, name)),
+                  TORCH_PROFILE)
+
+
+def assert_catches_known_bads(check_id: str) -> None:
+    """Every known-bad of ``check_id`` (:data:`BROKEN`) fails it with a reproducing case and the
+    expected diagnosis (a variation name, or none)."""
+    from lionspec.conformance import run_suite
+
+    for factory, variation in BROKEN[check_id]:
+        bad = factory()
+        result = run_suite(bad, profile="quick", checks=[check_id]).results[0]
+        assert result.status == "fail", (bad.name, result)
+        assert result.lines and result.repro.startswith("Case("), bad.name
+        assert result.variation == variation, (bad.name, result.diagnosis)
+        if variation:
+            assert result.diagnosis.startswith(f"consistent with {variation}")

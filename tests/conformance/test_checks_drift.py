@@ -6,23 +6,16 @@ from __future__ import annotations
 import pytest
 
 import lionspec.conformance.checks.drift  # noqa: F401  (registers the check)
-from lionspec.conformance import CHECKS, Profile, Target, run_suite
+from lionspec.conformance import CHECKS, run_suite
 from lionspec.conformance.checks.drift import drift_steps
 from lionspec.conformance.suite import PROFILES
 
 from . import _impls, _impls_extra
 
-TORCH_PROFILE = Profile(c_form="muladd", dtypes=("float64", "float32", "float16", "bfloat16"),
-                        momentum_dtypes=("float32",))
-
 
 @pytest.mark.parametrize("name", ["Lion", "Signum", "Tiger"])
 def test_our_torch_optimizers_stay_within_the_drift_bound(name):
-    torch_impls = pytest.importorskip("lionspec.impls.torch")
-    from lionspec.conformance.target import TorchOptimizer
-
-    target = Target(f"torch {name}", name.lower(), TorchOptimizer(getattr(torch_impls, name)),
-                    TORCH_PROFILE)
+    target = _impls_extra.torch_target(name)
     result = run_suite(target, profile="quick", checks=["drift"]).results[0]
     assert result.status == "pass", result
     assert result.summary.count("free steps within the bound") == 4

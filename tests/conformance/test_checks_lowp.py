@@ -13,22 +13,11 @@ from lionspec.spec import bounds
 from . import _impls, _impls_extra
 
 IDS = ["fp16-underflow", "bf16-cancellation"]
-TORCH_PROFILE = Profile(c_form="muladd", dtypes=("float64", "float32", "float16", "bfloat16"),
-                        momentum_dtypes=("float32",))
-
-
-def _torch_target(name: str) -> Target:
-    torch_impls = pytest.importorskip("lionspec.impls.torch")
-    from lionspec.conformance.target import TorchOptimizer
-
-    algorithm = name.lower()
-    return Target(f"torch {name}", algorithm, TorchOptimizer(getattr(torch_impls, name)),
-                  TORCH_PROFILE)
 
 
 @pytest.mark.parametrize("name", ["Lion", "Signum", "Tiger"])
 def test_our_torch_optimizers_pass(name):
-    report = run_suite(_torch_target(name), profile="quick", checks=IDS)
+    report = run_suite(_impls_extra.torch_target(name), profile="quick", checks=IDS)
     assert report.verdict == "conforms", report.text()
     assert all(r.status == "pass" for r in report.results), report.text()
 
@@ -59,12 +48,7 @@ def test_an_fp32_compute_target_must_apply_the_decay():
 
 @pytest.mark.parametrize("check_id", IDS)
 def test_each_check_catches_its_known_bads(check_id):
-    for factory, variation in _impls_extra.BROKEN[check_id]:
-        bad = factory()
-        result = run_suite(bad, profile="quick", checks=[check_id]).results[0]
-        assert result.status == "fail", (bad.name, result)
-        assert result.lines and result.repro.startswith("Case("), bad.name
-        assert result.variation == variation, (bad.name, result.diagnosis)
+    _impls_extra.assert_catches_known_bads(check_id)
 
 
 def test_a_momentum_flushed_to_zero_is_caught():

@@ -14,17 +14,11 @@ from lionspec.conformance.target import Case
 from . import _impls, _impls_extra
 
 IDS = ["accumulation", "tiger-roles", "tiger-nan-rule"]
-TORCH_PROFILE = Profile(c_form="muladd", dtypes=("float64", "float32", "float16", "bfloat16"),
-                        momentum_dtypes=("float32",))
 
 
 @pytest.mark.parametrize("name", ["Lion", "Signum", "Tiger"])
 def test_our_torch_optimizers_pass(name):
-    torch_impls = pytest.importorskip("lionspec.impls.torch")
-    from lionspec.conformance.target import TorchOptimizer
-
-    target = Target(f"torch {name}", name.lower(), TorchOptimizer(getattr(torch_impls, name)),
-                    TORCH_PROFILE)
+    target = _impls_extra.torch_target(name)
     report = run_suite(target, profile="quick", checks=IDS)
     assert report.verdict == "conforms", report.text()
     statuses = [r.status for r in report.results]
@@ -45,14 +39,7 @@ def test_correct_numpy_implementations_pass(target):
 
 @pytest.mark.parametrize("check_id", IDS)
 def test_each_check_catches_its_known_bads(check_id):
-    for factory, variation in _impls_extra.BROKEN[check_id]:
-        bad = factory()
-        result = run_suite(bad, profile="quick", checks=[check_id]).results[0]
-        assert result.status == "fail", (bad.name, result)
-        assert result.lines and result.repro.startswith("Case("), bad.name
-        assert result.variation == variation, (bad.name, result.diagnosis)
-        if variation:
-            assert result.diagnosis.startswith(f"consistent with {variation}")
+    _impls_extra.assert_catches_known_bads(check_id)
 
 
 def test_roles_need_param_groups():
