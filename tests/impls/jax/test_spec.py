@@ -25,6 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from lionspec.impls.jax import _math, lion, signum, tiger  # noqa: E402
 
+from .._inputs import hard_grad_values  # noqa: E402
 from ._judge import judge  # noqa: E402
 
 DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16,
@@ -73,17 +74,9 @@ def decision_weights(algorithm: str, kw: dict, step: int) -> tuple[float, float]
 
 
 def hard_grad(rng: np.random.Generator, m: np.ndarray, a: float, b: float, dtype) -> np.ndarray:
-    """A gradient in ``dtype``: a third of its elements cancel a·m + b·g to within rounding, and
-    there are zeros, signed zeros and values below the dtype's smallest normal."""
-    n = m.size
-    g = rng.normal(0, 1e-3, n)
-    k = n // 3
-    g[:k] = -a * m.reshape(-1)[:k] / b
-    g[k:k + 8] = 0.0
-    g[k + 8:k + 12] = -0.0
+    """:func:`hard_grad_values` in ``dtype``."""
     tiny = float(jnp.finfo(dtype).smallest_normal)
-    g[k + 12:k + 16] = [tiny / 4, -tiny / 8, tiny, -tiny]
-    return g.astype(dtype).reshape(m.shape)
+    return hard_grad_values(rng, m, a, b, tiny).astype(dtype).reshape(m.shape)
 
 
 def initial_theta(rng: np.random.Generator, shape: tuple[int, ...], dtype) -> np.ndarray:

@@ -22,6 +22,8 @@ torch = pytest.importorskip("torch")
 from lionspec.conformance.verdict import Arithmetic, judge_step  # noqa: E402
 from lionspec.impls.torch import Lion, Signum, Tiger  # noqa: E402
 
+from .._inputs import hard_grad_values  # noqa: E402
+
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
 PATHS = {"forloop": dict(foreach=False, fused=False), "foreach": dict(foreach=True),
@@ -71,16 +73,8 @@ def decision_weights(algorithm: str, kwargs: dict, step: int) -> tuple[float, fl
 
 def hard_grad(rng: np.random.Generator, m: np.ndarray, a: float, b: float, dtype: torch.dtype
               ) -> torch.Tensor:
-    """A gradient in ``dtype``: a third of its elements cancel a·m + b·g to within rounding, and
-    there are zeros, signed zeros and values below the dtype's smallest normal."""
-    n = m.size
-    g = rng.normal(0, 1e-3, n)
-    k = n // 3
-    g[:k] = -a * m.reshape(-1)[:k] / b
-    g[k:k + 8] = 0.0
-    g[k + 8:k + 12] = -0.0
-    tiny = torch.finfo(dtype).smallest_normal
-    g[k + 12:k + 16] = [tiny / 4, -tiny / 8, tiny, -tiny]
+    """:func:`hard_grad_values` in ``dtype``."""
+    g = hard_grad_values(rng, m, a, b, torch.finfo(dtype).smallest_normal)
     return torch.tensor(g, dtype=torch.float64).to(dtype).reshape(m.shape)
 
 
