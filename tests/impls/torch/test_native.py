@@ -53,13 +53,18 @@ def _native_backend(monkeypatch):
 
 
 def _hard(n: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
-    """Normal values plus ±0, subnormals of ``dtype``, ±Inf and NaN at the front."""
+    """Normal values plus ±0, subnormals of ``dtype``, ±Inf and NaN: at the front, and then
+    every 13th element cycling through them (so they reach every lane of the kernel's 16-wide
+    vector loop, both of its 8-lane halves, and its scalar tail)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, generator=gen, dtype=torch.float64)
     tiny = torch.finfo(dtype).smallest_normal
-    special = [0.0, -0.0, tiny / 4, -tiny / 2, math.inf, -math.inf, math.nan, 1e-3]
+    special = torch.tensor([0.0, -0.0, tiny / 4, -tiny / 2, math.inf, -math.inf, math.nan,
+                            1e-3], dtype=torch.float64)
     k = min(n, len(special))
-    x[:k] = torch.tensor(special[:k], dtype=torch.float64)
+    x[:k] = special[:k]
+    spread = torch.arange(k, n, 13)
+    x[spread] = special[torch.arange(len(spread)) % len(special)]
     return x.to(dtype)
 
 
@@ -120,11 +125,14 @@ def test_bit_identical_to_the_for_loop_in_every_dtype(cls, dtype, mdt):
 
 
 @pytest.mark.parametrize("case", list(LION_CASES))
-@pytest.mark.parametrize(("dtype", "mdt"), [(F32, F32), (BF16, F32)], ids=["fp32", "bf16-fp32m"])
+@pytest.mark.parametrize(("dtype", "mdt", "compensated"),
+                         [(F32, F32, False), (BF16, F32, True), (BF16, F32, False),
+                          (BF16, BF16, False), (F16, F16, False)],
+                         ids=["fp32", "bf16-fp32m-comp", "bf16-fp32m", "bf16", "fp16"])
 @pytest.mark.parametrize("cls", [Lion, Signum], ids=["lion", "signum"])
-def test_bit_identical_to_the_for_loop_for_every_switch(cls, dtype, mdt, case):
+def test_bit_identical_to_the_for_loop_for_every_switch(cls, dtype, mdt, compensated, case):
+    """Every switch in the scalar code (compensated) and in the vector loops (the others)."""
     hyper = LION_CASES[case] if cls is Lion else _signum(LION_CASES[case])
-    compensated = dtype is BF16
     a, opt_a = _run(cls, dtype, mdt, {"foreach": False}, compensated=compensated, **hyper)
     b, opt_b = _run(cls, dtype, mdt, {"fused": True}, compensated=compensated, **hyper)
     _assert_same_state(a, opt_a, b, opt_b)
