@@ -188,14 +188,26 @@ static inline uint16_t down_f16(CT v) { return f16_from_float(v); }
 #include <immintrin.h>
 typedef __m256 V;
 
-static inline V vload_f32(const float *p) { return _mm256_loadu_ps(p); }
+/* vload_X(p, h): lanes h·8 .. h·8 + 7 of the 16 elements at p, as floats; vstore_X(p, a, b):
+ * the 16 elements at p from the halves a (h = 0) and b (h = 1). The halves of a group hold its
+ * elements in natural order, except when θ, g and m are all bf16 (ALL_BF16): then half 0 holds
+ * elements 0-3 and 8-11 and half 1 elements 4-7 and 12-15, the order in which one 256-bit load
+ * unpacks into 32-bit lanes and one pack puts them back (elementwise math does not care). */
+#define ALL_BF16 (KIND(TT) == 3 && KIND(GT) == 3 && KIND(MT) == 3)
+static inline V vload_f32(const float *p, int h) { return _mm256_loadu_ps(p + 8 * h); }
 static inline void vstore_f32(float *p, V a, V b) {
     _mm256_storeu_ps(p, a);
     _mm256_storeu_ps(p + 8, b);
 }
-static inline V vload_bf16(const uint16_t *p) {
-    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+static inline V vload_bf16(const uint16_t *p, int h) {
+#if ALL_BF16 /* bf16 bits into the high half of each lane: one unpack with zeros */
+    const __m256i x = _mm256_loadu_si256((const __m256i *)p);
+    const __m256i z = _mm256_setzero_si256();
+    return _mm256_castsi256_ps(h ? _mm256_unpackhi_epi16(z, x) : _mm256_unpacklo_epi16(z, x));
+#else
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8 * h)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+#endif
 }
 /* float -> bf16 bits in the low half of each 32-bit lane: (u + 0x7fff + lsb) >> 16, NaN 0x7fc0 */
 static inline __m256i bf16_bits(V f) {
@@ -207,13 +219,18 @@ static inline __m256i bf16_bits(V f) {
     return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), nan);
 }
 static inline void vstore_bf16(uint16_t *p, V a, V b) {
-    /* packus interleaves the 128-bit lanes of a and b: the permute puts a before b */
+    /* packus interleaves the 128-bit lanes of a and b, the inverse of the ALL_BF16 unpacks;
+     * in natural order the permute puts a before b */
     const __m256i packed = _mm256_packus_epi32(bf16_bits(a), bf16_bits(b));
+#if ALL_BF16
+    _mm256_storeu_si256((__m256i *)p, packed);
+#else
     _mm256_storeu_si256((__m256i *)p, _mm256_permute4x64_epi64(packed, 0xd8));
+#endif
 }
 #ifdef __F16C__
-static inline V vload_f16(const uint16_t *p) {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+static inline V vload_f16(const uint16_t *p, int h) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8 * h)));
 }
 static inline void vstore_f16(uint16_t *p, V a, V b) {
     _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
@@ -232,8 +249,8 @@ static inline V vneg(V x) { return _mm256_xor_ps(x, _mm256_set1_ps(-0.0f)); }
 #define VADD _mm256_add_ps
 #define VSUB _mm256_sub_ps
 
-static inline V vgrad(const GT_T *restrict g, int64_t i) {
-    V v = VLOAD_G(g + i);
+static inline V vgrad(const GT_T *restrict g, int64_t i, int h) {
+    V v = VLOAD_G(g + i, h);
 #if MAXIMIZE
     v = vneg(v);
 #endif
@@ -333,9 +350,8 @@ static void segment(TT_T *restrict th, const GT_T *restrict g, MT_T *restrict m,
     for (; i + 16 <= b; i += 16) {
         V tn[2], mn[2];
         for (int h = 0; h < 2; ++h) {
-            const int64_t j = i + 8 * h;
-            const V gi = vgrad(g, j);
-            const V mi = VLOAD_M(m + j);
+            const V gi = vgrad(g, i, h);
+            const V mi = VLOAD_M(m + i, h);
             (void)mi;
 #if !LR_ZERO
             const V gw1 = VMUL(gi, vw1);
@@ -344,7 +360,7 @@ static void segment(TT_T *restrict th, const GT_T *restrict g, MT_T *restrict m,
 #else
             const V c = VADD(VMUL(mi, vb1), gw1);
 #endif
-            tn[h] = vdecoupled(VLOAD_T(th + j), vsign_nan(c), vlr, vkeep, KEEP_ONE, KEEP_ZERO);
+            tn[h] = vdecoupled(VLOAD_T(th + i, h), vsign_nan(c), vlr, vkeep, KEEP_ONE, KEEP_ZERO);
 #endif
             const V gw2 = VMUL(gi, vw2);
 #if B2_ZERO
@@ -394,15 +410,14 @@ static void segment(TT_T *restrict th, const GT_T *restrict g, MT_T *restrict m,
     for (; i + 16 <= b; i += 16) {
         V tn[2], mn[2];
         for (int h = 0; h < 2; ++h) {
-            const int64_t j = i + 8 * h;
-            const V gw = VMUL(vgrad(g, j), vw);
+            const V gw = VMUL(vgrad(g, i, h), vw);
 #if B_ZERO
             mn[h] = gw;
 #else
-            mn[h] = VADD(VMUL(VLOAD_M(m + j), vb), gw);
+            mn[h] = VADD(VMUL(VLOAD_M(m + i, h), vb), gw);
 #endif
 #if !LR_ZERO
-            tn[h] = vdecoupled(VLOAD_T(th + j), vsign_nan(mn[h]), vlr, vkeep, KEEP_ONE,
+            tn[h] = vdecoupled(VLOAD_T(th + i, h), vsign_nan(mn[h]), vlr, vkeep, KEEP_ONE,
                                KEEP_ZERO);
 #endif
         }
@@ -455,17 +470,16 @@ static void segment(TT_T *restrict th, const GT_T *restrict g, MT_T *restrict m,
     for (; i + 16 <= b; i += 16) {
         V tn[2], mn[2];
         for (int h = 0; h < 2; ++h) {
-            const int64_t j = i + 8 * h;
-            const V gw = VMUL(vgrad(g, j), vw);
+            const V gw = VMUL(vgrad(g, i, h), vw);
 #if FIRST && B_ZERO
             mn[h] = gw;
 #elif FIRST
-            mn[h] = VADD(VMUL(VLOAD_M(m + j), vb), gw);
+            mn[h] = VADD(VMUL(VLOAD_M(m + i, h), vb), gw);
 #else
-            mn[h] = VADD(gw, VLOAD_M(m + j));
+            mn[h] = VADD(gw, VLOAD_M(m + i, h));
 #endif
             if (move)
-                tn[h] = vdecoupled(VLOAD_T(th + j), vsign_nan(mn[h]), veta, vkeep, KEEP_ONE, 0);
+                tn[h] = vdecoupled(VLOAD_T(th + i, h), vsign_nan(mn[h]), veta, vkeep, KEEP_ONE, 0);
         }
         if (move) VSTORE_T(th + i, tn[0], tn[1]);
         VSTORE_M(m + i, mn[0], mn[1]);
