@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["BACKENDS", "NativeBuildError", "backend", "cache_dir", "kernels", "kernels_or_none",
-           "launch", "takes"]
+           "launch", "takes", "vectorised"]
 
 SOURCE = Path(__file__).with_name("_native_kernel.c")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
@@ -165,6 +165,7 @@ def _path(cfg: Config) -> Path:
 
 
 _LOADED: dict[Config, ctypes._CFuncPtr] = {}
+_LIBS: dict[Config, ctypes.CDLL] = {}
 
 
 def kernels(configs: Sequence[Config]) -> list[ctypes._CFuncPtr]:
@@ -176,7 +177,8 @@ def kernels(configs: Sequence[Config]) -> list[ctypes._CFuncPtr]:
         _build(to_build)
     for cfg, path in missing.items():
         try:
-            fn = ctypes.CDLL(str(path)).lionspec_step
+            lib = ctypes.CDLL(str(path))
+            fn = lib.lionspec_step
         except (OSError, AttributeError) as error:
             raise NativeBuildError(f"cannot load the cached kernel {path} ({error}); delete it "
                                    f"to rebuild") from error
@@ -184,7 +186,16 @@ def kernels(configs: Sequence[Config]) -> list[ctypes._CFuncPtr]:
         fn.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                        ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
         _LOADED[cfg] = fn
+        _LIBS[cfg] = lib
     return [_LOADED[cfg] for cfg in configs]
+
+
+def vectorised(cfg: Config) -> bool:
+    """Whether the kernel of ``cfg`` runs its AVX2 16-wide loops (configurations with a 16-bit
+    dtype, no compensation and float compute, on a CPU with AVX2, and F16C for float16; the
+    others are scalar C that the compiler vectorises). Builds the kernel if need be."""
+    kernels([cfg])
+    return bool(ctypes.c_int.in_dll(_LIBS[cfg], "lionspec_vectorised").value)
 
 
 def kernels_or_none(configs: Sequence[Config]) -> list[ctypes._CFuncPtr] | None:

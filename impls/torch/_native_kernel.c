@@ -158,83 +158,121 @@ static inline uint16_t down_f16(CT v) { return f16_from_float(v); }
 /* ------------------------------------------------------------------ AVX2 fast path
  *
  * GCC vectorises the scalar loops below well for float and double, but not the 16-bit
- * conversions: it widens bf16 in 5 instructions per 16 elements where 4 do, and narrows with
+ * conversions: it widens bf16 in 5 instructions per 16 elements where 3 do, and narrows with
  * 16-bit masks, selects and lane fixes (about 11 instructions per 8 elements, where 7 do), and
  * it leaves float16 unvectorised without AVX512-FP16. With a 16-bit dtype the step is then
  * bound by instructions, not memory. So where AVX2 is available (and F16C for float16), the
- * loops of Lion, SIGNUM and Tiger's momentum/move step run 16 elements at a time on __m256
- * vectors: the same operations in the same order as the scalar code (every product and sum
- * rounded once, no FMA: intrinsics under -ffp-contract=off), the same conversions
- *   bf16 -> float   the bits shifted into the high half (exact)
+ * loops of Lion, SIGNUM and Tiger's momentum/move step run 16 elements at a time on 8-lane
+ * vectors (GCC/clang vector extensions, plus five AVX2/F16C builtins both compilers name alike;
+ * not <immintrin.h>, which alone would triple the build time): the same operations in the same
+ * order as the scalar code (every product and sum rounded once, no FMA under
+ * -ffp-contract=off), and the same conversions:
+ *   bf16 -> float   the bits moved into the high half (exact)
  *   float -> bf16   round to nearest even by integer addition, NaN -> 0x7fc0
  *   f16 <-> float   vcvtph2ps / vcvtps2ph with round to nearest even (F16C), which the
  *                   scalar f16_up / f16_from_float reproduce bit for bit (NaN payloads aside:
  *                   vcvtph2ps quiets a signalling NaN)
- * and the scalar loop finishes each segment's last (b − a) mod 16 elements. Compensation
- * buffers and double compute keep the scalar code. */
+ * The scalar loop finishes each segment's last (b − a) mod 16 elements. Compensation buffers,
+ * double compute and all-float configurations (memory-bound already) keep the scalar code. */
 #define KIND_f32 1
 #define KIND_f64 2
 #define KIND_bf16 3
 #define KIND_f16 4
 #define KIND(t) CAT(KIND_, t)
-#define HAS_F16 (KIND(TT) == 4 || KIND(GT) == 4 || KIND(MT) == 4)
-#if defined(__AVX2__) && !CT_DOUBLE && !COMP && (defined(__F16C__) || !HAS_F16)
+#define HAS_KIND(k) (KIND(TT) == (k) || KIND(GT) == (k) || KIND(MT) == (k))
+#if defined(__has_builtin) && defined(__AVX2__)
+#if __has_builtin(__builtin_convertvector) && __has_builtin(__builtin_ia32_packusdw256) && \
+    __has_builtin(__builtin_ia32_permdi256) && __has_builtin(__builtin_ia32_pblendvb256)
+#define HAVE_AVX2_BUILTINS 1
+#endif
+#if defined(__F16C__) && __has_builtin(__builtin_ia32_vcvtph2ps256) && \
+    __has_builtin(__builtin_ia32_vcvtps2ph256)
+#define HAVE_F16C_BUILTINS 1
+#endif
+#endif
+#ifndef HAVE_AVX2_BUILTINS
+#define HAVE_AVX2_BUILTINS 0
+#endif
+#ifndef HAVE_F16C_BUILTINS
+#define HAVE_F16C_BUILTINS 0
+#endif
+#if HAVE_AVX2_BUILTINS && !CT_DOUBLE && !COMP && (HAS_KIND(3) || HAS_KIND(4)) && \
+    (HAVE_F16C_BUILTINS || !HAS_KIND(4))
 #define VEC 1
 #else
 #define VEC 0
 #endif
 
+/* whether this build runs the vector loops (read by _native.vectorised) */
+const int lionspec_vectorised = VEC;
+
 #if VEC
-#include <immintrin.h>
-typedef __m256 V;
+typedef float V __attribute__((vector_size(32)));
+typedef uint32_t VU __attribute__((vector_size(32)));
+typedef int32_t VI __attribute__((vector_size(32)));
+typedef long long VQ __attribute__((vector_size(32)));
+typedef char VB __attribute__((vector_size(32)));
+typedef short VS __attribute__((vector_size(32)));
+typedef short VS8 __attribute__((vector_size(16)));
+typedef uint16_t VH8 __attribute__((vector_size(16)));
 
 /* vload_X(p, h): lanes h·8 .. h·8 + 7 of the 16 elements at p, as floats; vstore_X(p, a, b):
  * the 16 elements at p from the halves a (h = 0) and b (h = 1). The halves of a group hold its
  * elements in natural order, except when θ, g and m are all bf16 (ALL_BF16): then half 0 holds
  * elements 0-3 and 8-11 and half 1 elements 4-7 and 12-15, the order in which one 256-bit load
  * unpacks into 32-bit lanes and one pack puts them back (elementwise math does not care). */
-#define ALL_BF16 (KIND(TT) == 3 && KIND(GT) == 3 && KIND(MT) == 3)
-static inline V vload_f32(const float *p, int h) { return _mm256_loadu_ps(p + 8 * h); }
+#define ALL_BF16 (KIND(TT) == 3 && KIND(GT) == 3 && KIND(MT) == 3 && \
+                  __has_builtin(__builtin_shufflevector))
+static inline V vload_f32(const float *p, int h) {
+    V v;
+    memcpy(&v, p + 8 * h, sizeof v);
+    return v;
+}
 static inline void vstore_f32(float *p, V a, V b) {
-    _mm256_storeu_ps(p, a);
-    _mm256_storeu_ps(p + 8, b);
+    memcpy(p, &a, sizeof a);
+    memcpy(p + 8, &b, sizeof b);
 }
 static inline V vload_bf16(const uint16_t *p, int h) {
-#if ALL_BF16 /* bf16 bits into the high half of each lane: one unpack with zeros */
-    const __m256i x = _mm256_loadu_si256((const __m256i *)p);
-    const __m256i z = _mm256_setzero_si256();
-    return _mm256_castsi256_ps(h ? _mm256_unpackhi_epi16(z, x) : _mm256_unpacklo_epi16(z, x));
+#if ALL_BF16 /* bf16 bits into the high half of each lane: one unpack (vpunpck[lh]wd) with 0 */
+    VS x, z = {0};
+    memcpy(&x, p, sizeof x);
+    return (V)(h ? __builtin_shufflevector(z, x, 4, 20, 5, 21, 6, 22, 7, 23, 12, 28, 13, 29, 14,
+                                           30, 15, 31)
+                 : __builtin_shufflevector(z, x, 0, 16, 1, 17, 2, 18, 3, 19, 8, 24, 9, 25, 10,
+                                           26, 11, 27));
 #else
-    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 8 * h)));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    VH8 x;
+    memcpy(&x, p + 8 * h, sizeof x);
+    return (V)(__builtin_convertvector(x, VU) << 16);
 #endif
 }
 /* float -> bf16 bits in the low half of each 32-bit lane: (u + 0x7fff + lsb) >> 16, NaN 0x7fc0 */
-static inline __m256i bf16_bits(V f) {
-    const __m256i u = _mm256_castps_si256(f);
-    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    const __m256i r = _mm256_srli_epi32(
-        _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
-    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
-    return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), nan);
+static inline VI bf16_bits(V f) {
+    const VU u = (VU)f;
+    const VU r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const VI nan = f != f;
+    const VI canonical = {0x7fc0, 0x7fc0, 0x7fc0, 0x7fc0, 0x7fc0, 0x7fc0, 0x7fc0, 0x7fc0};
+    return (VI)__builtin_ia32_pblendvb256((VB)r, (VB)canonical, (VB)nan);
 }
 static inline void vstore_bf16(uint16_t *p, V a, V b) {
-    /* packus interleaves the 128-bit lanes of a and b, the inverse of the ALL_BF16 unpacks;
-     * in natural order the permute puts a before b */
-    const __m256i packed = _mm256_packus_epi32(bf16_bits(a), bf16_bits(b));
-#if ALL_BF16
-    _mm256_storeu_si256((__m256i *)p, packed);
-#else
-    _mm256_storeu_si256((__m256i *)p, _mm256_permute4x64_epi64(packed, 0xd8));
+    /* vpackusdw interleaves the 128-bit lanes of a and b, the inverse of the ALL_BF16
+     * unpacks; in natural order a lane permute puts a before b */
+    VQ packed = (VQ)__builtin_ia32_packusdw256(bf16_bits(a), bf16_bits(b));
+#if !ALL_BF16
+    packed = __builtin_ia32_permdi256(packed, 0xd8);
 #endif
+    memcpy(p, &packed, sizeof packed);
 }
-#ifdef __F16C__
+#if HAVE_F16C_BUILTINS
 static inline V vload_f16(const uint16_t *p, int h) {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8 * h)));
+    VS8 x;
+    memcpy(&x, p + 8 * h, sizeof x);
+    return __builtin_ia32_vcvtph2ps256(x);
 }
 static inline void vstore_f16(uint16_t *p, V a, V b) {
-    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
-    _mm_storeu_si128((__m128i *)(p + 8), _mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT));
+    const VS8 lo = __builtin_ia32_vcvtps2ph256(a, 0), hi = __builtin_ia32_vcvtps2ph256(b, 0);
+    memcpy(p, &lo, sizeof lo); /* imm 0: round to nearest even */
+    memcpy(p + 8, &hi, sizeof hi);
 }
 #endif
 #define VLOAD_T CAT(vload_, TT)
@@ -243,11 +281,11 @@ static inline void vstore_f16(uint16_t *p, V a, V b) {
 #define VSTORE_T CAT(vstore_, TT)
 #define VSTORE_M CAT(vstore_, MT)
 
-static inline V vset(CT x) { return _mm256_set1_ps(x); }
-static inline V vneg(V x) { return _mm256_xor_ps(x, _mm256_set1_ps(-0.0f)); }
-#define VMUL _mm256_mul_ps
-#define VADD _mm256_add_ps
-#define VSUB _mm256_sub_ps
+static inline V vset(CT x) { return (V){x, x, x, x, x, x, x, x}; }
+static inline V vneg(V x) { return (V)((VU)x ^ 0x80000000u); }
+#define VMUL(a, b) ((a) * (b))
+#define VADD(a, b) ((a) + (b))
+#define VSUB(a, b) ((a) - (b))
 
 static inline V vgrad(const GT_T *restrict g, int64_t i, int h) {
     V v = VLOAD_G(g + i, h);
@@ -259,9 +297,8 @@ static inline V vgrad(const GT_T *restrict g, int64_t i, int h) {
 
 /* sign_nan, lane by lane: copysign(1, c) where c != 0, OR-ed with all ones where c is NaN */
 static inline V vsign_nan(V c) {
-    const V one = _mm256_or_ps(_mm256_and_ps(c, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(1.0f));
-    const V r = _mm256_and_ps(one, _mm256_cmp_ps(c, _mm256_setzero_ps(), _CMP_NEQ_UQ));
-    return _mm256_or_ps(r, _mm256_cmp_ps(c, c, _CMP_UNORD_Q));
+    const VU one = ((VU)c & 0x80000000u) | 0x3f800000u;
+    return (V)((one & (VU)(c != 0)) | (VU)(c != c));
 }
 
 static inline V vdecoupled(V x, V s, V eta, V keep, int keep_one, int keep_zero) {

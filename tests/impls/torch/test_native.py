@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -248,6 +249,35 @@ def test_many_tensors_and_rows_longer_than_a_work_item_in_one_call(role):
         expected = _reference_tiger_theta(t0, opt.state[p]["exp_avg"], 0.01, 0.1,
                                           rows=role == "embedding")
         assert same_bits(p, expected), tuple(p.shape)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@pytest.mark.skipif("avx2" not in _cpu_flags(), reason="needs an x86 CPU with AVX2")
+def test_16_bit_configurations_take_the_avx2_vector_loops():
+    """The bit-identity tests above pass with or without the vector loops: this one checks
+    that they are really taken (a silently scalar build would be 1.5-2.5x slower)."""
+    def cfg(algorithm, theta, grad, mom, **switches):
+        compute = F64 if F64 in (theta, mom) else F32
+        return _native.config(algorithm, theta, grad, mom, compute, switches)
+
+    assert _native.vectorised(cfg("lion", BF16, BF16, BF16))
+    assert _native.vectorised(cfg("signum", BF16, BF16, F32))
+    assert _native.vectorised(cfg("tiger", F32, F32, BF16, RMS=1, LAST=1, NAN_MODE=2))
+    if "f16c" in _cpu_flags():
+        assert _native.vectorised(cfg("lion", F16, F16, F16, MAXIMIZE=1))
+    # by design scalar: all-float (memory-bound already), compensation, double compute
+    assert not _native.vectorised(cfg("lion", F32, F32, F32))
+    assert not _native.vectorised(cfg("lion", BF16, BF16, F32, COMP=1))
+    assert not _native.vectorised(cfg("lion", BF16, BF16, F64))
 
 
 def test_dtypes_the_kernel_does_not_take_go_to_the_compiled_path(monkeypatch):
