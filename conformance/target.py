@@ -271,7 +271,9 @@ class TorchOptimizer:
             buf = opt.state[p][self.momentum_key]
             buf.copy_(torch.tensor(v, dtype=torch.float64).to(buf.dtype))
 
-    def run(self, case: Case) -> Trace:
+    def start(self, case: Case) -> tuple[Any, list[Any]]:
+        """A new optimizer over ``case.params``, holding ``case.exp_avgs`` as its momenta when
+        they are given (set by a first step that must not move θ, then overwritten)."""
         import torch
 
         opt, params = self.new(case)
@@ -294,6 +296,12 @@ class TorchOptimizer:
                 raise AdapterError("a step with lr = 0 and zero gradients moved θ: cannot "
                                    "set initial momenta")
             self.inject_momenta(opt, params, case.exp_avgs)
+        return opt, params
+
+    def run(self, case: Case) -> Trace:
+        import torch
+
+        opt, params = self.start(case)
         trace = Trace([[stored_values(p) for p in params]],
                       [list(case.exp_avgs) if case.exp_avgs is not None
                        else [np.zeros(np.shape(v)) for v in case.params]])
@@ -314,12 +322,12 @@ class TorchOptimizer:
         import torch
 
         first = case.with_(grads=case.grads[:at], lrs=case.lrs[:at] if case.lrs else None)
-        opt, params = self.new(first)
+        opt, params = self.start(first)  # with the case's initial momenta, as run() has
         for t, step in enumerate(first.grads):
             self.step_once(opt, params, step, first.lr_at(t))
         saved = opt.state_dict()
         rest = case.with_(params=tuple(stored_values(p) for p in params), grads=case.grads[at:],
-                          lrs=case.lrs[at:] if case.lrs else None)
+                          lrs=case.lrs[at:] if case.lrs else None, exp_avgs=None)
         opt2, params2 = self.new(rest)
         for p2, p in zip(params2, params, strict=True):
             with torch.no_grad():

@@ -106,6 +106,20 @@ def test_checkpoint_of_our_lion_keeps_the_fp32_momentum_of_a_bf16_parameter():
     assert bit_differences(full, bad, offset=2)
 
 
+def test_a_resumed_run_starts_from_the_initial_momenta_of_the_case():
+    # run() injects case.exp_avgs; run_resumed must start from the same state, else a case with
+    # initial momenta would report a checkpoint failure that is not there
+    # values float32 holds exactly (run() checks that its momentum-setting step kept θ)
+    case = Case("lion", (np.arange(-4.0, 4.0) / 8,), tuple((np.arange(4.0, -4.0, -1) / 16,)
+                                                          for _ in range(4)),
+                {"lr": 1e-3, "beta1": 0.9, "beta2": 0.99},
+                exp_avgs=(np.arange(-3.0, 5.0) / 4,))
+    adapter = TorchOptimizer(Lion)
+    full = adapter.run(case)
+    assert bit_differences(full, adapter.run(case.with_(exp_avgs=None))), "momenta unused"
+    assert bit_differences(full, adapter.run_resumed(case, 2), offset=2) == []
+
+
 def test_determinism_tells_shared_instances_from_randomness():
     shared = run_suite(_target(_broken_torch.SharedWorkspaceLion), profile="quick",
                        checks=["determinism"]).results[0]
