@@ -20,10 +20,11 @@ rounding is the one we want.
 ``round_to`` rounds *the float64 value it is given*. A real number that was first rounded to
 float64 and is then rounded to a narrower format is rounded twice, which can differ from rounding
 the real number once (e.g. ``1 + 2**-8 + 2**-60`` is above the bfloat16 midpoint ``1 + 2**-8``, but
-its float64 rounding is the midpoint itself, which rounds to 1.0). Note also that ml_dtypes (0.6)
-converts float64 to bfloat16 *through float32*, i.e. ``RN_bf16(RN_fp32(x))``, a double rounding:
-``round_to(x, "bfloat16")`` is the correctly rounded value and differs from ml_dtypes' cast on
-float64 inputs that lie within a float32 half-ulp of a bfloat16 midpoint.
+its float64 rounding is the midpoint itself, which rounds to 1.0). Note also that ml_dtypes up to
+0.6 converts float64 to bfloat16 *through float32*, i.e. ``RN_bf16(RN_fp32(x))``, a double
+rounding: ``round_to(x, "bfloat16")`` is the correctly rounded value and differs from those
+versions' cast on float64 inputs that lie within a float32 half-ulp of a bfloat16 midpoint
+(ml_dtypes 0.7 rounds once, as ``round_to`` does).
 
 >>> round_to([1.0 + 2.0**-8, 0.99, 0.999, 1e-40], "bfloat16").tolist()
 [1.0, 0.98828125, 1.0, 9.183549615799121e-41]
