@@ -477,7 +477,7 @@ def by_round(r: dict) -> dict[int, dict]:
 
 def per_round(ratio: Callable[[int], float | None], rounds: Iterable[int]) -> str:
     """``; per round: median× [min–max×] over n rounds`` of ``ratio(k)`` where it is defined
-    (within one round the rows ran minutes apart, so the host's drift cancels), or ``""``
+    (within one round the rows ran minutes apart, so the host's drift largely cancels), or ``""``
     for fewer than two rounds."""
     values = [v for v in (ratio(k) for k in rounds) if v is not None]
     if len(values) < 2:

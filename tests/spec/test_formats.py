@@ -35,10 +35,15 @@ def bits(x):
     return np.asarray(x, dtype=np.float64).view(np.uint64)
 
 
+def differs(a, b):
+    """Elementwise: do the float64 values differ in their bits (NaNs, any payload, equal)?"""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return ~((bits(a) == bits(b)) | (np.isnan(a) & np.isnan(b)))
+
+
 def same(a, b):
     """Bit-for-bit equality of float64 arrays, NaNs (any payload) equal."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.all((bits(a) == bits(b)) | (np.isnan(a) & np.isnan(b)))
+    return not np.any(differs(a, b))
 
 
 def test_doctests():
@@ -161,10 +166,6 @@ def test_round_to_bfloat16_vs_ml_dtypes():
     assert same(round_to(x32, "bfloat16"), ml)
     ours = round_to(x, "bfloat16")
     double = round_to(round_to(x, "float32"), "bfloat16")
-
-    def differs(a, b):
-        return ~((bits(a) == bits(b)) | (np.isnan(a) & np.isnan(b)))
-
     assert np.count_nonzero(differs(ours, double)) > 0  # bf16 midpoints minus one float64 ulp
     diff = differs(ours, ml64)
     assert same(ml64[diff], double[diff])
